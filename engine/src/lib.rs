@@ -1,0 +1,2 @@
+//! The tensor engine.
+pub mod cpu;

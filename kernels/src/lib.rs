@@ -1,0 +1,1 @@
+//! CUDA C sources and the PTX generated from them. Empty until the CUDA issue.
