@@ -1,2 +1,19 @@
-//! The tensor engine.
+//! The tensor engine: tensors (storage + layout), define-by-run autograd, a small closed set of ops
+//! with hand-written backward passes, a SIMD + rayon CPU backend, nn layers and optimizers.
+pub mod autograd;
 pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod gradcheck;
+pub mod layout;
+mod ops;
+pub mod random;
+pub mod storage;
+pub mod tensor;
+
+pub use autograd::{no_grad, no_grad_scope, Grads};
+pub use dtype::{DType, WithDType};
+pub use error::{Error, Result};
+pub use layout::Layout;
+pub use storage::Device;
+pub use tensor::{Tensor, TensorId};

@@ -1,2 +1,3 @@
 //! CPU kernels.
 pub mod gemm;
+pub(crate) mod strided;

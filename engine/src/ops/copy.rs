@@ -1,0 +1,114 @@
+//! Materializing copies: `contiguous`, dtype casts, and writing a gradient into a zero-padded
+//! tensor (the backward of `narrow`).
+use crate::autograd::{needs_grad, record};
+use crate::cpu::strided::map_rows;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::storage::{CpuElement, CpuStorage, Storage};
+use crate::tensor::Tensor;
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+fn gather_strided<T: CpuElement + Default>(data: &[T], layout: &Layout) -> Vec<T> {
+    if layout.is_contiguous() {
+        return data[layout.offset()..layout.offset() + layout.numel()].to_vec();
+    }
+    layout.storage_indices().map(|i| data[i]).collect()
+}
+
+impl Tensor {
+    /// The same values in a fresh row-major buffer, or `self` when already contiguous.
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let storage = {
+            let guard = self.storage_read();
+            let Storage::Cpu(cpu) = &*guard;
+            match cpu {
+                CpuStorage::F32(d) => CpuStorage::F32(map_rows(self.shape(), [self.layout()], |out, [off], [s]| {
+                    if s == 1 {
+                        out.copy_from_slice(&d[off..off + out.len()]);
+                    } else {
+                        for (j, o) in out.iter_mut().enumerate() {
+                            *o = d[off + j * s];
+                        }
+                    }
+                })),
+                CpuStorage::BF16(d) => CpuStorage::BF16(gather_strided(d, self.layout())),
+                CpuStorage::F16(d) => CpuStorage::F16(gather_strided(d, self.layout())),
+                CpuStorage::U8(d) => CpuStorage::U8(gather_strided(d, self.layout())),
+                CpuStorage::I64(d) => CpuStorage::I64(gather_strided(d, self.layout())),
+            }
+        };
+        let node = record("contiguous", &[self], |_, g| Ok(vec![Some(g.clone())]));
+        Ok(Tensor::from_op(storage, self.shape(), node))
+    }
+
+    /// Converts the elements. Gradients flow only through f32 → f32 (a no-op).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        if needs_grad(&[self]) {
+            return Err(Error::invalid(
+                "to_dtype",
+                format!("cannot record a cast {:?} -> {dtype:?}: gradients only flow through f32", self.dtype()),
+            ));
+        }
+        let src = self.contiguous()?;
+        let guard = src.storage_read();
+        let Storage::Cpu(cpu) = &*guard;
+        let (o, n) = (src.layout().offset(), src.numel());
+        let as_f32: Vec<f32> = match cpu {
+            CpuStorage::F32(d) => d[o..o + n].to_vec(),
+            CpuStorage::BF16(d) => {
+                let mut v = vec![0.0; n];
+                d[o..o + n].convert_to_f32_slice(&mut v);
+                v
+            }
+            CpuStorage::F16(d) => {
+                let mut v = vec![0.0; n];
+                d[o..o + n].convert_to_f32_slice(&mut v);
+                v
+            }
+            CpuStorage::U8(d) => d[o..o + n].iter().map(|&x| x as f32).collect(),
+            CpuStorage::I64(d) => {
+                if dtype == DType::U8 {
+                    return Tensor::from_vec(d[o..o + n].iter().map(|&x| x as u8).collect::<Vec<u8>>(), self.shape());
+                }
+                d[o..o + n].iter().map(|&x| x as f32).collect()
+            }
+        };
+        let storage = match dtype {
+            DType::F32 => CpuStorage::F32(as_f32),
+            DType::BF16 => CpuStorage::BF16(as_f32.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::F16 => CpuStorage::F16(as_f32.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::U8 => CpuStorage::U8(as_f32.iter().map(|&x| x as u8).collect()),
+            DType::I64 => CpuStorage::I64(as_f32.iter().map(|&x| x as i64).collect()),
+        };
+        Ok(Tensor::from_storage(storage, self.shape()))
+    }
+
+    /// Floating inputs of compute ops: f32 as is, bf16/f16 converted; anything else an error.
+    pub(crate) fn float_input(&self, op: &'static str) -> Result<Tensor> {
+        match self.dtype() {
+            DType::F32 => Ok(self.clone()),
+            DType::BF16 | DType::F16 => self.to_dtype(DType::F32),
+            other => Err(Error::DType { op, expected: DType::F32, got: other }),
+        }
+    }
+
+    /// A zero tensor of `shape` with `self` written at `start..` along `dim` (narrow's backward).
+    pub(crate) fn pad_into(&self, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
+        let mut out = vec![0.0f32; shape.iter().product()];
+        let target = Layout::contiguous(shape).narrow(dim, start, self.dim(dim)?)?;
+        let src = self.to_vec::<f32>()?;
+        for (i, v) in target.storage_indices().zip(src) {
+            out[i] = v;
+        }
+        let node = record("pad_into", &[self], move |_, g| Ok(vec![Some(g.narrow(dim, start, target.shape()[dim])?)]));
+        Ok(Tensor::from_op(CpuStorage::F32(out), shape, node))
+    }
+}
