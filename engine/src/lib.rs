@@ -17,5 +17,7 @@ pub use autograd::{no_grad, no_grad_scope, Grads};
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
+pub use ops::attention::{scaled_dot_product_attention, AttentionMask};
+pub use ops::rope::rope_tables;
 pub use storage::Device;
 pub use tensor::{Tensor, TensorId};
