@@ -22,6 +22,14 @@ pub enum Device {
     Cpu,
 }
 
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        if let CpuStorage::F32(v) = self {
+            crate::cpu::pool::give_back(std::mem::take(v));
+        }
+    }
+}
+
 impl CpuStorage {
     pub fn dtype(&self) -> DType {
         match self {

@@ -1,3 +1,4 @@
 //! CPU kernels.
 pub mod gemm;
 pub(crate) mod strided;
+pub mod pool;

@@ -93,7 +93,7 @@ pub(crate) fn map_rows<const N: usize>(
     row: impl Fn(&mut [f32], [usize; N], [usize; N]) + Sync,
 ) -> Vec<f32> {
     let numel: usize = shape.iter().product();
-    let mut out = vec![0.0f32; numel];
+    let mut out = crate::cpu::pool::alloc_f32(numel);
     if numel == 0 {
         return out;
     }

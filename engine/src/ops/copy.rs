@@ -9,12 +9,38 @@ use crate::storage::{CpuElement, CpuStorage, Storage};
 use crate::tensor::Tensor;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use rayon::prelude::*;
 
 fn gather_strided<T: CpuElement + Default>(data: &[T], layout: &Layout) -> Vec<T> {
     if layout.is_contiguous() {
         return data[layout.offset()..layout.offset() + layout.numel()].to_vec();
     }
     layout.storage_indices().map(|i| data[i]).collect()
+}
+
+/// Narrowing conversion, split across threads (it is compute-bound: rounding per element).
+fn convert_par<T: Copy + Default + Send>(src: &[f32], f: impl Fn(f32) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); src.len()];
+    out.par_chunks_mut(1 << 15).zip(src.par_chunks(1 << 15)).for_each(|(o, s)| {
+        for (d, &x) in o.iter_mut().zip(s) {
+            *d = f(x);
+        }
+    });
+    out
+}
+
+/// bf16/f16 → f32, split across threads.
+fn widen_par<T: Sync>(src: &[T]) -> Vec<f32>
+where
+    [T]: HalfFloatSliceExt,
+{
+    let n = src.len();
+    let mut out = crate::cpu::pool::alloc_f32(n);
+    out.par_chunks_mut(1 << 15).enumerate().for_each(|(i, o)| {
+        let s = i << 15;
+        src[s..s + o.len()].convert_to_f32_slice(o);
+    });
+    out
 }
 
 impl Tensor {
@@ -61,18 +87,22 @@ impl Tensor {
         let guard = src.storage_read();
         let Storage::Cpu(cpu) = &*guard;
         let (o, n) = (src.layout().offset(), src.numel());
+        if let CpuStorage::F32(d) = cpu {
+            // Narrowing straight from the source: no intermediate f32 copy.
+            let d = &d[o..o + n];
+            let narrowed = match dtype {
+                DType::BF16 => Some(CpuStorage::BF16(convert_par(d, bf16::from_f32))),
+                DType::F16 => Some(CpuStorage::F16(convert_par(d, f16::from_f32))),
+                _ => None,
+            };
+            if let Some(storage) = narrowed {
+                return Ok(Tensor::from_storage(storage, self.shape()));
+            }
+        }
         let as_f32: Vec<f32> = match cpu {
             CpuStorage::F32(d) => d[o..o + n].to_vec(),
-            CpuStorage::BF16(d) => {
-                let mut v = vec![0.0; n];
-                d[o..o + n].convert_to_f32_slice(&mut v);
-                v
-            }
-            CpuStorage::F16(d) => {
-                let mut v = vec![0.0; n];
-                d[o..o + n].convert_to_f32_slice(&mut v);
-                v
-            }
+            CpuStorage::BF16(d) => widen_par(&d[o..o + n]),
+            CpuStorage::F16(d) => widen_par(&d[o..o + n]),
             CpuStorage::U8(d) => d[o..o + n].iter().map(|&x| x as f32).collect(),
             CpuStorage::I64(d) => {
                 if dtype == DType::U8 {
@@ -83,8 +113,8 @@ impl Tensor {
         };
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(as_f32),
-            DType::BF16 => CpuStorage::BF16(as_f32.iter().map(|&x| bf16::from_f32(x)).collect()),
-            DType::F16 => CpuStorage::F16(as_f32.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => CpuStorage::BF16(convert_par(&as_f32, bf16::from_f32)),
+            DType::F16 => CpuStorage::F16(convert_par(&as_f32, f16::from_f32)),
             DType::U8 => CpuStorage::U8(as_f32.iter().map(|&x| x as u8).collect()),
             DType::I64 => CpuStorage::I64(as_f32.iter().map(|&x| x as i64).collect()),
         };

@@ -97,7 +97,7 @@ fn gemm_batched(
     n: usize,
     k: usize,
 ) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; nb * m * n];
+    let mut out = crate::cpu::pool::alloc_f32(nb * m * n);
     if out.is_empty() {
         return Ok(out);
     }
