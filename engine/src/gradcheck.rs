@@ -57,13 +57,12 @@ pub fn check_gradients(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor
             };
             let numeric = ((eval(cfg.eps)? - eval(-cfg.eps)?) / (2.0 * cfg.eps as f64)) as f32;
             let a = analytic[j];
-            if !((a - numeric).abs() <= cfg.atol + cfg.rtol * numeric.abs()) {
+            // Written so that a NaN on either side fails the check.
+            let within = (a - numeric).abs() <= cfg.atol + cfg.rtol * numeric.abs();
+            if !within {
                 return Err(Error::invalid(
                     "check_gradients",
-                    format!(
-                        "input {i} (shape {:?}) element {j}: analytic {a} vs numeric {numeric}",
-                        var.shape()
-                    ),
+                    format!("input {i} (shape {:?}) element {j}: analytic {a} vs numeric {numeric}", var.shape()),
                 ));
             }
         }

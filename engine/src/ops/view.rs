@@ -100,7 +100,7 @@ fn infer_shape(shape: &[usize], numel: usize) -> Result<Vec<usize>> {
         0 => Ok(shape.to_vec()),
         1 => {
             let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
-            if known == 0 || numel % known != 0 {
+            if known == 0 || !numel.is_multiple_of(known) {
                 return Err(Error::shape("reshape", format!("cannot infer a dim of {shape:?} for {numel} elements")));
             }
             let mut s = shape.to_vec();
