@@ -132,13 +132,28 @@ impl Tensor {
 
     /// A zero tensor of `shape` with `self` written at `start..` along `dim` (narrow's backward).
     pub(crate) fn pad_into(&self, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
-        let mut out = vec![0.0f32; shape.iter().product()];
-        let target = Layout::contiguous(shape).narrow(dim, start, self.dim(dim)?)?;
-        let src = self.to_vec::<f32>()?;
-        for (i, v) in target.storage_indices().zip(src) {
-            out[i] = v;
+        let len = self.dim(dim)?;
+        if shape.len() != self.rank() || start + len > shape[dim] {
+            return Err(Error::shape(
+                "pad_into",
+                format!("{:?} at {start} along dim {dim} into {shape:?}", self.shape()),
+            ));
         }
-        let node = record("pad_into", &[self], move |_, g| Ok(vec![Some(g.narrow(dim, start, target.shape()[dim])?)]));
+        let src = self.float_input("pad_into")?.contiguous()?;
+        let (outer, n) = (shape[..dim].iter().product::<usize>(), shape[dim]);
+        let inner: usize = shape[dim + 1..].iter().product();
+        let mut out = crate::cpu::pool::alloc_f32_zeroed(outer * n * inner);
+        {
+            let sv = src.read::<f32>("pad_into")?;
+            let block = len * inner;
+            if block > 0 {
+                // Each outer row of the output receives one contiguous block of the source.
+                for (o, row) in out.chunks_mut(n * inner).enumerate() {
+                    row[start * inner..start * inner + block].copy_from_slice(&sv[o * block..(o + 1) * block]);
+                }
+            }
+        }
+        let node = record("pad_into", &[&src], move |_, g| Ok(vec![Some(g.narrow(dim, start, len)?)]));
         Ok(Tensor::from_op(CpuStorage::F32(out), shape, node))
     }
 }
