@@ -16,9 +16,6 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
 pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32) {
     assert_eq!(got.len(), want.len(), "lengths differ");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "element {i}: got {g}, want {w}"
-        );
+        assert!((g - w).abs() <= atol + rtol * w.abs(), "element {i}: got {g}, want {w}");
     }
 }
