@@ -22,6 +22,9 @@ pub enum Error {
     #[error("{op}: the tensor is not contiguous (shape {shape:?}, strides {strides:?}); call .contiguous() first")]
     NotContiguous { op: &'static str, shape: Vec<usize>, strides: Vec<usize> },
 
+    #[error("{path}: {detail}")]
+    File { path: String, detail: String },
+
     #[error("I/O error on {path}: {source}")]
     Io { path: String, source: std::io::Error },
 }

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
+pub mod io;
 pub mod layout;
 pub mod nn;
 mod ops;

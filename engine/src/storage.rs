@@ -1,8 +1,10 @@
 //! Where elements live. `Storage` has one variant per device; the CUDA issue adds its own.
 use crate::dtype::{DType, WithDType};
 use half::{bf16, f16};
+use std::sync::Arc;
 
-/// Host memory, typed.
+/// Host memory, typed. `Mapped` borrows a read-only file mapping (safetensors weights used in place);
+/// writing to it first copies it into an owned buffer.
 #[derive(Clone, Debug)]
 pub enum CpuStorage {
     F32(Vec<f32>),
@@ -10,6 +12,43 @@ pub enum CpuStorage {
     F16(Vec<f16>),
     U8(Vec<u8>),
     I64(Vec<i64>),
+    Mapped(MappedBuffer),
+}
+
+/// Elements of one dtype inside a memory-mapped file. The byte offset is aligned for the dtype
+/// (checked when made), so the bytes can be viewed as `&[T]` without copying.
+#[derive(Clone)]
+pub struct MappedBuffer {
+    map: Arc<memmap2::Mmap>,
+    byte_offset: usize,
+    len: usize,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for MappedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedBuffer({:?} x {} at byte {})", self.dtype, self.len, self.byte_offset)
+    }
+}
+
+impl MappedBuffer {
+    /// `None` when the range is outside the map or misaligned for `dtype` (the caller copies then).
+    pub fn new(map: Arc<memmap2::Mmap>, byte_offset: usize, len: usize, dtype: DType) -> Option<Self> {
+        let end = byte_offset.checked_add(len.checked_mul(dtype.size_in_bytes())?)?;
+        let aligned = (map.as_ptr() as usize + byte_offset).is_multiple_of(dtype.size_in_bytes());
+        (end <= map.len() && aligned).then_some(MappedBuffer { map, byte_offset, len, dtype })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.byte_offset..self.byte_offset + self.len * self.dtype.size_in_bytes()]
+    }
+
+    fn typed<T: CpuElement>(&self) -> Option<&[T]> {
+        if self.dtype != T::DTYPE {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.bytes()).ok()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +77,7 @@ impl CpuStorage {
             CpuStorage::F16(_) => DType::F16,
             CpuStorage::U8(_) => DType::U8,
             CpuStorage::I64(_) => DType::I64,
+            CpuStorage::Mapped(m) => m.dtype,
         }
     }
 
@@ -48,11 +88,25 @@ impl CpuStorage {
             CpuStorage::F16(v) => v.len(),
             CpuStorage::U8(v) => v.len(),
             CpuStorage::I64(v) => v.len(),
+            CpuStorage::Mapped(m) => m.len,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Replaces a file-mapped buffer by an owned copy (before writing to it).
+    pub fn make_owned(&mut self) {
+        let CpuStorage::Mapped(m) = self else { return };
+        let owned = match m.dtype {
+            DType::F32 => CpuStorage::F32(bytemuck::pod_collect_to_vec(m.bytes())),
+            DType::BF16 => CpuStorage::BF16(bytemuck::pod_collect_to_vec(m.bytes())),
+            DType::F16 => CpuStorage::F16(bytemuck::pod_collect_to_vec(m.bytes())),
+            DType::U8 => CpuStorage::U8(m.bytes().to_vec()),
+            DType::I64 => CpuStorage::I64(bytemuck::pod_collect_to_vec(m.bytes())),
+        };
+        *self = owned;
     }
 
     pub fn zeros(dtype: DType, n: usize) -> Self {
@@ -67,7 +121,7 @@ impl CpuStorage {
 }
 
 /// Typed access to a `CpuStorage`, so kernels can be written once over `T`.
-pub trait CpuElement: WithDType {
+pub trait CpuElement: WithDType + bytemuck::Pod {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     fn wrap(v: Vec<Self>) -> CpuStorage;
@@ -79,6 +133,7 @@ macro_rules! cpu_element {
             fn slice(s: &CpuStorage) -> Option<&[Self]> {
                 match s {
                     CpuStorage::$v(v) => Some(v),
+                    CpuStorage::Mapped(m) => m.typed::<Self>(),
                     _ => None,
                 }
             }

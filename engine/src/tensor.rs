@@ -70,12 +70,7 @@ impl Tensor {
 
     pub(crate) fn from_storage(storage: CpuStorage, shape: &[usize]) -> Tensor {
         let dtype = storage.dtype();
-        Tensor::from_parts(
-            Arc::new(RwLock::new(Storage::Cpu(storage))),
-            Layout::contiguous(shape),
-            dtype,
-            Track::None,
-        )
+        Tensor::from_parts(Arc::new(RwLock::new(Storage::Cpu(storage))), Layout::contiguous(shape), dtype, Track::None)
     }
 
     /// The result of an op: records `node` on the tape when grad mode is on and an input tracks.
@@ -271,6 +266,11 @@ impl Tensor {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
+    /// Whether the elements live in a memory-mapped file (zero-copy weights).
+    pub fn is_memory_mapped(&self) -> bool {
+        matches!(&*self.storage_read(), Storage::Cpu(CpuStorage::Mapped(_)))
+    }
+
     pub(crate) fn storage_read(&self) -> RwLockReadGuard<'_, Storage> {
         self.0.storage.read().unwrap_or_else(poisoned)
     }
@@ -326,6 +326,7 @@ impl Tensor {
         let (start, len) = (self.layout().offset(), self.numel());
         let mut guard = self.storage_write();
         let Storage::Cpu(cpu) = &mut *guard;
+        cpu.make_owned();
         if let Some(s) = T::slice_mut(cpu) {
             f(&mut s[start..start + len]);
         }

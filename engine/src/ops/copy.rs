@@ -11,11 +11,12 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-fn gather_strided<T: CpuElement + Default>(data: &[T], layout: &Layout) -> Vec<T> {
+fn gather_strided<T: CpuElement>(cpu: &CpuStorage, layout: &Layout) -> CpuStorage {
+    let data = T::slice(cpu).unwrap_or(&[]);
     if layout.is_contiguous() {
-        return data[layout.offset()..layout.offset() + layout.numel()].to_vec();
+        return T::wrap(data[layout.offset()..layout.offset() + layout.numel()].to_vec());
     }
-    layout.storage_indices().map(|i| data[i]).collect()
+    T::wrap(layout.storage_indices().map(|i| data[i]).collect())
 }
 
 /// Narrowing conversion, split across threads (it is compute-bound: rounding per element).
@@ -52,20 +53,23 @@ impl Tensor {
         let storage = {
             let guard = self.storage_read();
             let Storage::Cpu(cpu) = &*guard;
-            match cpu {
-                CpuStorage::F32(d) => CpuStorage::F32(map_rows(self.shape(), [self.layout()], |out, [off], [s]| {
-                    if s == 1 {
-                        out.copy_from_slice(&d[off..off + out.len()]);
-                    } else {
-                        for (j, o) in out.iter_mut().enumerate() {
-                            *o = d[off + j * s];
+            match self.dtype() {
+                DType::F32 => {
+                    let d = f32::slice(cpu).unwrap_or(&[]);
+                    CpuStorage::F32(map_rows(self.shape(), [self.layout()], |out, [off], [s]| {
+                        if s == 1 {
+                            out.copy_from_slice(&d[off..off + out.len()]);
+                        } else {
+                            for (j, o) in out.iter_mut().enumerate() {
+                                *o = d[off + j * s];
+                            }
                         }
-                    }
-                })),
-                CpuStorage::BF16(d) => CpuStorage::BF16(gather_strided(d, self.layout())),
-                CpuStorage::F16(d) => CpuStorage::F16(gather_strided(d, self.layout())),
-                CpuStorage::U8(d) => CpuStorage::U8(gather_strided(d, self.layout())),
-                CpuStorage::I64(d) => CpuStorage::I64(gather_strided(d, self.layout())),
+                    }))
+                }
+                DType::BF16 => gather_strided::<bf16>(cpu, self.layout()),
+                DType::F16 => gather_strided::<f16>(cpu, self.layout()),
+                DType::U8 => gather_strided::<u8>(cpu, self.layout()),
+                DType::I64 => gather_strided::<i64>(cpu, self.layout()),
             }
         };
         let node = record("contiguous", &[self], |_, g| Ok(vec![Some(g.clone())]));
@@ -87,7 +91,7 @@ impl Tensor {
         let guard = src.storage_read();
         let Storage::Cpu(cpu) = &*guard;
         let (o, n) = (src.layout().offset(), src.numel());
-        if let CpuStorage::F32(d) = cpu {
+        if let Some(d) = f32::slice(cpu) {
             // Narrowing straight from the source: no intermediate f32 copy.
             let d = &d[o..o + n];
             let narrowed = match dtype {
@@ -99,16 +103,17 @@ impl Tensor {
                 return Ok(Tensor::from_storage(storage, self.shape()));
             }
         }
-        let as_f32: Vec<f32> = match cpu {
-            CpuStorage::F32(d) => d[o..o + n].to_vec(),
-            CpuStorage::BF16(d) => widen_par(&d[o..o + n]),
-            CpuStorage::F16(d) => widen_par(&d[o..o + n]),
-            CpuStorage::U8(d) => d[o..o + n].iter().map(|&x| x as f32).collect(),
-            CpuStorage::I64(d) => {
+        let as_f32: Vec<f32> = match src.dtype() {
+            DType::F32 => f32::slice(cpu).unwrap_or(&[])[o..o + n].to_vec(),
+            DType::BF16 => widen_par(&bf16::slice(cpu).unwrap_or(&[])[o..o + n]),
+            DType::F16 => widen_par(&f16::slice(cpu).unwrap_or(&[])[o..o + n]),
+            DType::U8 => u8::slice(cpu).unwrap_or(&[])[o..o + n].iter().map(|&x| x as f32).collect(),
+            DType::I64 => {
+                let d = &i64::slice(cpu).unwrap_or(&[])[o..o + n];
                 if dtype == DType::U8 {
-                    return Tensor::from_vec(d[o..o + n].iter().map(|&x| x as u8).collect::<Vec<u8>>(), self.shape());
+                    return Tensor::from_vec(d.iter().map(|&x| x as u8).collect::<Vec<u8>>(), self.shape());
                 }
-                d[o..o + n].iter().map(|&x| x as f32).collect()
+                d.iter().map(|&x| x as f32).collect()
             }
         };
         let storage = match dtype {

@@ -1,0 +1,4 @@
+//! Reading and writing model files.
+pub mod safetensors;
+
+pub use safetensors::{save_safetensors, SafeTensors, WeightFiles};
