@@ -7,6 +7,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod io;
 pub mod layout;
+pub mod models;
 pub mod nn;
 mod ops;
 pub mod optim;

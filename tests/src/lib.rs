@@ -1,1 +1,37 @@
-//! Shared helpers for the cross-crate integration tests.
+//! Shared helpers for the cross-crate integration tests: where the fixtures are, reading the
+//! manifest, comparing outputs.
+use engine::Tensor;
+use std::path::PathBuf;
+
+/// `PEFT_FIXTURES_DIR`, or the repository's `tests/fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var("PEFT_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures"))
+}
+
+pub fn manifest() -> serde_json::Value {
+    let path = fixtures_dir().join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// `input_ids` of a manifest case as an i64 `[batch, seq]` tensor.
+pub fn input_ids(case: &serde_json::Value) -> Tensor {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(case["input_ids"].clone()).expect("input_ids");
+    let (b, t) = (rows.len(), rows[0].len());
+    Tensor::from_vec(rows.concat(), &[b, t]).unwrap()
+}
+
+/// Largest |got − want| − (atol + rtol·|want|) over all elements; ≤ 0 means within tolerance.
+pub fn worst_excess(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> (f32, usize) {
+    assert_eq!(got.len(), want.len(), "output sizes differ");
+    let mut worst = (f32::NEG_INFINITY, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let excess = if g.is_finite() { (g - w).abs() - (atol + rtol * w.abs()) } else { f32::INFINITY };
+        if excess > worst.0 {
+            worst = (excess, i);
+        }
+    }
+    worst
+}

@@ -5,12 +5,14 @@
 //! and loads values from a name → tensor map (a PyTorch state dict read from disk).
 pub mod dropout;
 pub mod embedding;
+pub mod hooked;
 pub mod linear;
 pub mod lstm;
 pub mod norm;
 
 pub use dropout::Dropout;
 pub use embedding::Embedding;
+pub use hooked::{HookedLinear, LinearHook};
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmConfig};
 pub use norm::{LayerNorm, RmsNorm};
