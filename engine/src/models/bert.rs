@@ -74,7 +74,10 @@ impl Bert {
         let std = c.raw.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02) as f32;
         // transformers' `_init_weights`: Linear weight N(0, initializer_range), bias 0.
         let fresh = |path: &str, in_f: usize, out_f: usize, seed: u64, new: &mut Vec<String>| -> Result<HookedLinear> {
-            new.push(format!("{prefix_path}{path}.weight", prefix_path = if path == "classifier" { "" } else { &prefix }));
+            new.push(format!(
+                "{prefix_path}{path}.weight",
+                prefix_path = if path == "classifier" { "" } else { &prefix }
+            ));
             let w = Tensor::randn(&[out_f, in_f], 0.0, std, seed)?;
             Ok(HookedLinear::new(Linear::from_tensors(w, Some(Tensor::zeros(&[out_f], crate::DType::F32)))?))
         };
@@ -109,7 +112,13 @@ impl Bert {
         })
     }
 
-    fn layer_forward(&self, layer: &BertLayer, x: &Tensor, prefix: Option<&super::KvPrefix>, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        layer: &BertLayer,
+        x: &Tensor,
+        prefix: Option<&super::KvPrefix>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let q = split_heads(&layer.query.forward(x)?, c.num_heads, c.head_dim)?;
         let k = split_heads(&layer.key.forward(x)?, c.num_heads, c.head_dim)?;

@@ -106,7 +106,13 @@ fn expand_batch(t: &Tensor, batch: usize) -> Result<Tensor> {
 }
 
 /// Checks the per-layer prefixes and returns their length (0 without).
-pub(crate) fn prefix_len(input: &ForwardInput, layers: usize, kv_heads: usize, head_dim: usize, batch: usize) -> Result<usize> {
+pub(crate) fn prefix_len(
+    input: &ForwardInput,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    batch: usize,
+) -> Result<usize> {
     let Some(prefix) = input.prefix else { return Ok(0) };
     if prefix.len() != layers {
         return Err(Error::shape("forward", format!("{} prefixes given for {layers} layers", prefix.len())));
@@ -118,7 +124,9 @@ pub(crate) fn prefix_len(input: &ForwardInput, layers: usize, kv_heads: usize, h
             if s.len() != 4 || (s[0] != batch && s[0] != 1) || s[1] != kv_heads || s[2] != p || s[3] != head_dim {
                 return Err(Error::shape(
                     "forward",
-                    format!("prefix of layer {i} has shape {s:?}, expected [{batch} or 1, {kv_heads}, {p}, {head_dim}]"),
+                    format!(
+                        "prefix of layer {i} has shape {s:?}, expected [{batch} or 1, {kv_heads}, {p}, {head_dim}]"
+                    ),
                 ));
             }
         }
@@ -133,7 +141,10 @@ pub(crate) fn key_mask(input: &ForwardInput, batch: usize, prefix: usize, total:
     if mask.shape() != [batch, total] {
         return Err(Error::shape(
             "forward",
-            format!("attention_mask has shape {:?}, expected [{batch}, {total}] (cached + new positions)", mask.shape()),
+            format!(
+                "attention_mask has shape {:?}, expected [{batch}, {total}] (cached + new positions)",
+                mask.shape()
+            ),
         ));
     }
     let mask = mask.to_dtype(DType::F32)?;
@@ -149,7 +160,9 @@ pub(crate) fn positions(input: &ForwardInput, batch: usize, seq: usize, offset: 
     match input.position_ids {
         Some(p) if p.rank() == 1 && p.shape()[0] == seq => p.unsqueeze(0)?.broadcast_as(&[batch, seq])?.contiguous(),
         Some(p) if p.shape() == [batch, seq] => Ok(p.clone()),
-        Some(p) => Err(Error::shape("forward", format!("position_ids has shape {:?}, expected [{batch}, {seq}]", p.shape()))),
+        Some(p) => {
+            Err(Error::shape("forward", format!("position_ids has shape {:?}, expected [{batch}, {seq}]", p.shape())))
+        }
         None => {
             let row: Vec<i64> = (offset as i64..(offset + seq) as i64).collect();
             Tensor::from_vec(row, &[1, seq])?.broadcast_as(&[batch, seq])?.contiguous()

@@ -79,7 +79,8 @@ fn token_ids(v: &Value, key: &str) -> Vec<i64> {
 impl ModelConfig {
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
         let raw: Value = serde_json::from_str(&text)
             .map_err(|e| Error::File { path: path.display().to_string(), detail: format!("not valid JSON: {e}") })?;
         ModelConfig::from_json(raw).map_err(|e| Error::File { path: path.display().to_string(), detail: e.to_string() })
@@ -134,7 +135,8 @@ impl ModelConfig {
         let is_qwen2 = arch_name == "Qwen2ForCausalLM";
         if architecture == Architecture::LlamaForCausalLM {
             if let Some(scaling) = raw.get("rope_scaling").filter(|v| !v.is_null()) {
-                let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("?");
+                let kind =
+                    scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).unwrap_or("?");
                 if kind != "default" {
                     return Err(bad(format!("rope_scaling of type `{kind}` is not supported")));
                 }

@@ -48,7 +48,11 @@ impl Gpt2 {
         let file_prefix = if weights.contains("transformer.wte.weight") { "transformer." } else { "" };
         let l = Loader { weights, prefix: file_prefix.to_string() };
         let (h, c) = (config.hidden_size, &config);
-        let n_pos = l.weights.info(&l.name("wpe.weight")).map(|i| i.shape[0]).ok_or_else(|| Error::invalid("gpt2", "missing wpe.weight"))?;
+        let n_pos = l
+            .weights
+            .info(&l.name("wpe.weight"))
+            .map(|i| i.shape[0])
+            .ok_or_else(|| Error::invalid("gpt2", "missing wpe.weight"))?;
         let wte = Embedding::from_tensor(l.get("wte.weight", &[c.vocab_size, h])?)?;
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {

@@ -56,7 +56,10 @@ impl Llama {
         } else if c.tie_word_embeddings {
             HookedLinear::new(Linear::from_tensors(embed_tokens.weight.clone(), None)?)
         } else {
-            return Err(Error::invalid("llama", "tie_word_embeddings is false but the checkpoint has no lm_head.weight"));
+            return Err(Error::invalid(
+                "llama",
+                "tie_word_embeddings is false but the checkpoint has no lm_head.weight",
+            ));
         };
         Ok(Llama { norm: rms("norm.weight")?, embed_tokens, layers, lm_head, config })
     }
