@@ -30,10 +30,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+    pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape { op, detail: detail.into() }
     }
-    pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
+    pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Invalid { op, detail: detail.into() }
     }
 }

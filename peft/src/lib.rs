@@ -1,3 +1,11 @@
-//! Parameter-efficient fine-tuning on the engine. The methods arrive with their issues; this crate
-//! exists so the workspace has its final shape.
+//! Parameter-efficient fine-tuning on the engine: PEFT-compatible configs and adapter files, the
+//! injection machinery, and the methods (LoRA so far).
+pub mod config;
+pub mod lora;
+pub mod loss;
+pub mod peft_model;
+pub mod targets;
+
+pub use config::{LoraConfig, TargetModules};
 pub use engine;
+pub use peft_model::PeftModel;

@@ -1,0 +1,581 @@
+//! A base model with named LoRA adapters: add, load, activate, disable, delete, merge, save.
+//! Injection goes through the model's Linear hooks; `modules_to_save` heads get a trainable copy per
+//! adapter, as PEFT's `ModulesToSaveWrapper` does.
+use crate::config::{InitLoraWeights, LoraConfig, TargetModules};
+use crate::lora::{DropoutClock, LoraLayer, LoraWeights};
+use crate::targets;
+use engine::io::{save_safetensors, SafeTensors};
+use engine::models::{ForwardInput, KvCache, Model, ModelOutput};
+use engine::nn::{HookedLinear, Linear, LinearHook};
+use engine::{DType, Error, Result, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// PEFT's key prefix in adapter files.
+pub const KEY_PREFIX: &str = "base_model.model.";
+
+struct Adapter {
+    config: LoraConfig,
+    /// Paths of the wrapped Linears.
+    targets: Vec<String>,
+    /// Trainable copies of the `modules_to_save` heads, by path.
+    saved_modules: BTreeMap<String, Linear>,
+    /// Biases made trainable by `bias = all | lora_only`, by Linear path.
+    biases: Vec<String>,
+}
+
+pub struct PeftModel {
+    base: Box<dyn Model>,
+    adapters: BTreeMap<String, Adapter>,
+    active: Option<String>,
+    disabled: bool,
+    layers: HashMap<String, Arc<LoraLayer>>,
+    /// The base model's own heads that `modules_to_save` replaced, to restore them.
+    original_modules: BTreeMap<String, Linear>,
+    clock: Arc<DropoutClock>,
+}
+
+impl PeftModel {
+    pub fn new(base: Box<dyn Model>) -> Self {
+        PeftModel {
+            base,
+            adapters: BTreeMap::new(),
+            active: None,
+            disabled: false,
+            layers: HashMap::new(),
+            original_modules: BTreeMap::new(),
+            clock: Arc::new(DropoutClock::default()),
+        }
+    }
+
+    pub fn base(&self) -> &dyn Model {
+        self.base.as_ref()
+    }
+
+    pub fn base_mut(&mut self) -> &mut dyn Model {
+        self.base.as_mut()
+    }
+
+    pub fn config(&self, adapter: &str) -> Option<&LoraConfig> {
+        self.adapters.get(adapter).map(|a| &a.config)
+    }
+
+    pub fn adapter_names(&self) -> Vec<String> {
+        self.adapters.keys().cloned().collect()
+    }
+
+    pub fn active_adapter(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+
+    /// Dropout on (training) or off (evaluation).
+    pub fn train(&self, on: bool) {
+        self.clock.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Seeds the LoRA dropout masks and names the current optimizer step (for exact resumption).
+    pub fn set_dropout_seed(&self, seed: u64, step: u64) {
+        self.clock.seed.store(seed, Ordering::Relaxed);
+        self.clock.step.store(step, Ordering::Relaxed);
+    }
+
+    /// Adds an adapter, initialized by `config.init_lora_weights` from `seed`, and makes it active.
+    pub fn add_adapter(&mut self, name: &str, config: LoraConfig, seed: u64) -> Result<()> {
+        if self.adapters.contains_key(name) {
+            return Err(Error::invalid("add_adapter", format!("an adapter named `{name}` exists already")));
+        }
+        let paths = self.base.linear_paths();
+        let heads = self.base.head_paths();
+        let target_spec = config.target_modules.clone().ok_or_else(|| {
+            Error::invalid("add_adapter", "target_modules is not set (give a list, a regex, or \"all-linear\")")
+        })?;
+        let saved: Vec<String> = config.modules_to_save.clone().unwrap_or_default();
+        // A module saved whole is not also wrapped.
+        let candidates: Vec<String> =
+            paths.iter().filter(|p| !saved.iter().any(|m| module_matches(p, m))).cloned().collect();
+        let targets = targets::select(
+            &candidates,
+            &heads,
+            &target_spec,
+            config.exclude_modules.as_ref(),
+            config.layers_to_transform.as_ref(),
+            config.layers_pattern.as_ref(),
+        )?;
+        let mut shapes: HashMap<String, (usize, usize)> = HashMap::new();
+        self.base.visit_linears(&mut |p, l| {
+            shapes.insert(p.to_string(), (l.base.in_features(), l.base.out_features()));
+            Ok(())
+        })?;
+        let mut weights = BTreeMap::new();
+        for (i, path) in targets.iter().enumerate() {
+            let (in_f, out_f) = shapes[path];
+            let r = config.rank_for(path)?;
+            let alpha = config.alpha_for(path)?;
+            let s = seed.wrapping_mul(1_000_003).wrapping_add(i as u64 * 2);
+            let a = match &config.init_lora_weights {
+                InitLoraWeights::Method(_) => Tensor::randn(&[r, in_f], 0.0, 1.0 / r as f32, s)?,
+                InitLoraWeights::Flag(_) => Tensor::kaiming_uniform(&[r, in_f], 5f32.sqrt(), s)?,
+            };
+            let b = match &config.init_lora_weights {
+                InitLoraWeights::Flag(false) => Tensor::kaiming_uniform(&[out_f, r], 5f32.sqrt(), s + 1)?,
+                _ => Tensor::zeros(&[out_f, r], DType::F32),
+            };
+            let w = LoraWeights {
+                a: a.requires_grad()?,
+                b: b.requires_grad()?,
+                scaling: config.scaling(r, alpha),
+                dropout: config.lora_dropout,
+            };
+            weights.insert(path.clone(), w);
+        }
+        self.install(name, config, targets, weights)
+    }
+
+    /// Installs an adapter's hooks, head copies and trainable biases, and activates it.
+    fn install(
+        &mut self,
+        name: &str,
+        config: LoraConfig,
+        targets: Vec<String>,
+        mut weights: BTreeMap<String, LoraWeights>,
+    ) -> Result<()> {
+        let saved: Vec<String> = config.modules_to_save.clone().unwrap_or_default();
+        let heads = self.base.head_paths();
+        let clock = self.clock.clone();
+        let layers = &mut self.layers;
+        let originals = &mut self.original_modules;
+        let mut saved_modules = BTreeMap::new();
+        let mut biases = Vec::new();
+        let mut index = 0u64;
+        self.base.visit_linears(&mut |path, hooked: &mut HookedLinear| {
+            index += 1;
+            if let Some(w) = weights.remove(path) {
+                let layer = layers
+                    .entry(path.to_string())
+                    .or_insert_with(|| Arc::new(LoraLayer::new(clock.clone(), index)))
+                    .clone();
+                layer.insert(name, w);
+                hooked.hook = Some(layer as Arc<dyn LinearHook>);
+                if config.bias == "lora_only" {
+                    biases.push(path.to_string());
+                }
+            } else if config.bias == "all" && hooked.base.bias.is_some() && !heads.contains(&path.to_string()) {
+                biases.push(path.to_string());
+            }
+            if saved.iter().any(|m| module_matches(path, m)) {
+                let original = originals.entry(path.to_string()).or_insert_with(|| hooked.base.clone()).clone();
+                let copy = Linear::from_values(
+                    &copy_tensor(&original.weight)?,
+                    original.bias.as_ref().map(copy_tensor).transpose()?.as_ref(),
+                    true,
+                )?;
+                saved_modules.insert(path.to_string(), copy);
+            }
+            Ok(())
+        })?;
+        if let Some(missing) = weights.keys().next() {
+            return Err(Error::invalid("add_adapter", format!("no Linear module at `{missing}`")));
+        }
+        for m in &saved {
+            // PEFT lists `classifier` and `score` for every sequence classifier; only those present count.
+            let known = ["classifier", "score"];
+            if !saved_modules.keys().any(|p| module_matches(p, m)) && !known.contains(&m.as_str()) {
+                return Err(Error::invalid(
+                    "add_adapter",
+                    format!("modules_to_save entry `{m}` is not a Linear of this model"),
+                ));
+            }
+        }
+        self.adapters.insert(name.to_string(), Adapter { config, targets, saved_modules, biases });
+        self.set_adapter(name)
+    }
+
+    /// Makes `name` the active adapter (its LoRA paths, head copies and trainable biases).
+    pub fn set_adapter(&mut self, name: &str) -> Result<()> {
+        let adapter = self
+            .adapters
+            .get(name)
+            .ok_or_else(|| Error::invalid("set_adapter", format!("no adapter named `{name}`")))?;
+        for layer in self.layers.values() {
+            layer.set_active(&[name.to_string()]);
+        }
+        let saved = adapter.saved_modules.clone();
+        let originals = self.original_modules.clone();
+        let biases = adapter.biases.clone();
+        self.base.visit_linears(&mut |path, hooked| {
+            if let Some(copy) = saved.get(path) {
+                hooked.base = copy.clone();
+            } else if let Some(orig) = originals.get(path) {
+                hooked.base = orig.clone();
+            }
+            if let Some(b) = &hooked.base.bias {
+                let want = biases.iter().any(|p| p == path);
+                if want && !b.is_variable() {
+                    hooked.base.bias = Some(b.requires_grad()?);
+                } else if !want && b.is_variable() && !saved.contains_key(path) {
+                    hooked.base.bias = Some(b.detach());
+                }
+            }
+            Ok(())
+        })?;
+        self.active = Some(name.to_string());
+        Ok(())
+    }
+
+    /// Turns every adapter off (the base model's outputs exactly) or back on.
+    pub fn set_disabled(&mut self, disabled: bool) -> Result<()> {
+        if disabled && self.layers.values().any(|l| !l.merged().is_empty()) {
+            self.unmerge()?;
+        }
+        for layer in self.layers.values() {
+            layer.set_disabled(disabled);
+        }
+        let originals = self.original_modules.clone();
+        let saved = self
+            .active
+            .as_ref()
+            .and_then(|a| self.adapters.get(a))
+            .map(|a| a.saved_modules.clone())
+            .unwrap_or_default();
+        self.base.visit_linears(&mut |path, hooked| {
+            if disabled {
+                if let Some(o) = originals.get(path) {
+                    hooked.base = o.clone();
+                }
+            } else if let Some(c) = saved.get(path) {
+                hooked.base = c.clone();
+            }
+            Ok(())
+        })?;
+        self.disabled = disabled;
+        Ok(())
+    }
+
+    pub fn delete_adapter(&mut self, name: &str) -> Result<()> {
+        if !self.adapters.contains_key(name) {
+            return Err(Error::invalid("delete_adapter", format!("no adapter named `{name}`")));
+        }
+        if self.layers.values().any(|l| l.merged().iter().any(|m| m == name)) {
+            return Err(Error::invalid("delete_adapter", format!("adapter `{name}` is merged; unmerge it first")));
+        }
+        self.adapters.remove(name);
+        for layer in self.layers.values() {
+            layer.remove(name);
+        }
+        let empty: Vec<String> =
+            self.layers.iter().filter(|(_, l)| l.adapter_names().is_empty()).map(|(p, _)| p.clone()).collect();
+        for p in &empty {
+            self.layers.remove(p);
+        }
+        self.base.visit_linears(&mut |path, hooked| {
+            if empty.iter().any(|p| p == path) {
+                hooked.hook = None;
+            }
+            Ok(())
+        })?;
+        if self.active.as_deref() == Some(name) {
+            self.active = None;
+            match self.adapters.keys().next().cloned() {
+                Some(next) => self.set_adapter(&next)?,
+                None => {
+                    let originals = std::mem::take(&mut self.original_modules);
+                    self.base.visit_linears(&mut |path, hooked| {
+                        if let Some(o) = originals.get(path) {
+                            hooked.base = o.clone();
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
+        self.base.forward(input, cache)
+    }
+
+    /// The trainable tensors of the active adapter with their PEFT paths (adapter name included,
+    /// e.g. `base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight`).
+    pub fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
+        let Some(name) = &self.active else { return Vec::new() };
+        let Some(adapter) = self.adapters.get(name) else { return Vec::new() };
+        let mut out = Vec::new();
+        for path in &adapter.targets {
+            if let Some(w) = self.layers.get(path).and_then(|l| l.get(name)) {
+                out.push((format!("{KEY_PREFIX}{path}.lora_A.{name}.weight"), w.a));
+                out.push((format!("{KEY_PREFIX}{path}.lora_B.{name}.weight"), w.b));
+            }
+        }
+        let base_params: HashMap<String, Tensor> = self.base.named_parameters().into_iter().collect();
+        for path in &adapter.biases {
+            if let Some(b) = base_params.get(&format!("{path}.bias")) {
+                out.push((format!("{KEY_PREFIX}{path}.bias"), b.clone()));
+            }
+        }
+        for (path, l) in &adapter.saved_modules {
+            out.push((format!("{KEY_PREFIX}{path}.modules_to_save.{name}.weight"), l.weight.clone()));
+            if let Some(b) = &l.bias {
+                out.push((format!("{KEY_PREFIX}{path}.modules_to_save.{name}.bias"), b.clone()));
+            }
+        }
+        out.retain(|(_, t)| t.is_variable());
+        out
+    }
+
+    /// (trainable, all) parameter counts as PEFT counts them: the base model, every adapter's LoRA
+    /// weights, and the head copies next to the originals.
+    pub fn parameter_counts(&self) -> (usize, usize) {
+        let mut all: usize = self.base.named_parameters().iter().map(|(_, t)| t.numel()).sum();
+        let trainable: usize = self.trainable_parameters().iter().map(|(_, t)| t.numel()).sum();
+        for (name, adapter) in &self.adapters {
+            for path in &adapter.targets {
+                if let Some(w) = self.layers.get(path).and_then(|l| l.get(name)) {
+                    all += w.a.numel() + w.b.numel();
+                }
+            }
+            // The active adapter's head copies are the model's heads now: count the originals too.
+            for (path, copy) in &adapter.saved_modules {
+                let counted_in_base = self.active.as_deref() == Some(name) && !self.disabled;
+                if counted_in_base {
+                    if let Some(o) = self.original_modules.get(path) {
+                        all += o.weight.numel() + o.bias.as_ref().map_or(0, |b| b.numel());
+                    }
+                } else {
+                    all += copy.weight.numel() + copy.bias.as_ref().map_or(0, |b| b.numel());
+                }
+            }
+        }
+        (trainable, all)
+    }
+
+    /// PEFT's `print_trainable_parameters` line.
+    pub fn trainable_parameters_line(&self) -> String {
+        let (t, a) = self.parameter_counts();
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            thousands(t),
+            thousands(a),
+            100.0 * t as f64 / a.max(1) as f64
+        )
+    }
+
+    /// Writes `adapter_config.json` + `adapter_model.safetensors` in PEFT's format for `name`.
+    pub fn save_adapter(&self, dir: impl AsRef<Path>, name: &str) -> Result<()> {
+        let dir = dir.as_ref();
+        let adapter = self
+            .adapters
+            .get(name)
+            .ok_or_else(|| Error::invalid("save_adapter", format!("no adapter named `{name}`")))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+        let mut tensors = Vec::new();
+        for path in &adapter.targets {
+            let w = self
+                .layers
+                .get(path)
+                .and_then(|l| l.get(name))
+                .ok_or_else(|| Error::invalid("save_adapter", format!("`{path}` lost its LoRA weights")))?;
+            tensors.push((format!("{KEY_PREFIX}{path}.lora_A.weight"), w.a.detach().contiguous()?));
+            tensors.push((format!("{KEY_PREFIX}{path}.lora_B.weight"), w.b.detach().contiguous()?));
+        }
+        let base_params: HashMap<String, Tensor> = self.base.named_parameters().into_iter().collect();
+        for path in &adapter.biases {
+            if let Some(b) = base_params.get(&format!("{path}.bias")) {
+                tensors.push((format!("{KEY_PREFIX}{path}.bias"), b.detach().contiguous()?));
+            }
+        }
+        for (path, l) in &adapter.saved_modules {
+            tensors.push((format!("{KEY_PREFIX}{path}.weight"), l.weight.detach().contiguous()?));
+            if let Some(b) = &l.bias {
+                tensors.push((format!("{KEY_PREFIX}{path}.bias"), b.detach().contiguous()?));
+            }
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        save_safetensors(dir.join("adapter_model.safetensors"), &tensors, Some(&meta))?;
+        let mut config = adapter.config.clone();
+        config.inference_mode = true;
+        let json = serde_json::to_vec_pretty(&config.to_json())
+            .map_err(|e| Error::invalid("save_adapter", format!("cannot encode the config: {e}")))?;
+        engine::io::safetensors::write_atomic(&dir.join("adapter_config.json"), &json)
+    }
+
+    /// Loads a PEFT LoRA adapter folder as `name` and makes it active. Every wrapped module must
+    /// have its A and B in the file, with the shapes the config implies.
+    pub fn load_adapter(&mut self, dir: impl AsRef<Path>, name: &str, trainable: bool) -> Result<Vec<String>> {
+        let dir = dir.as_ref();
+        let (config, warnings) = LoraConfig::from_file(&dir.join("adapter_config.json"))?;
+        let file = SafeTensors::open(dir.join("adapter_model.safetensors"))?;
+        let mut probe = config.clone();
+        probe.init_lora_weights = InitLoraWeights::Flag(true);
+        self.add_adapter(name, probe, 0)?;
+        let adapter = &self.adapters[name];
+        let param = |t: Tensor| if trainable { t.requires_grad() } else { Ok(t) };
+        let mut used = std::collections::HashSet::new();
+        for path in adapter.targets.clone() {
+            let layer = self.layers[&path].clone();
+            let mut w =
+                layer.get(name).ok_or_else(|| Error::invalid("load_adapter", format!("`{path}` has no weights")))?;
+            for (key, slot) in [("lora_A", &mut w.a), ("lora_B", &mut w.b)] {
+                let k = format!("{KEY_PREFIX}{path}.{key}.weight");
+                if !file.contains(&k) {
+                    return Err(Error::File {
+                        path: file.path().display().to_string(),
+                        detail: format!("missing `{k}`"),
+                    });
+                }
+                let t = file.tensor_f32(&k)?;
+                if t.shape() != slot.shape() {
+                    return Err(Error::File {
+                        path: file.path().display().to_string(),
+                        detail: format!("`{k}` has shape {:?}, the config implies {:?}", t.shape(), slot.shape()),
+                    });
+                }
+                *slot = param(t)?;
+                used.insert(k);
+            }
+            layer.set_weights(name, w);
+        }
+        // Head copies and biases saved under their original keys.
+        let saved_paths: Vec<String> = adapter.saved_modules.keys().cloned().collect();
+        let bias_paths = adapter.biases.clone();
+        for path in saved_paths {
+            let wk = format!("{KEY_PREFIX}{path}.weight");
+            let bk = format!("{KEY_PREFIX}{path}.bias");
+            let weight = param(file.tensor_f32(&wk)?)?;
+            let bias = if file.contains(&bk) { Some(param(file.tensor_f32(&bk)?)?) } else { None };
+            used.insert(wk);
+            used.insert(bk);
+            let l = Linear::from_tensors(weight, bias)?;
+            if let Some(a) = self.adapters.get_mut(name) {
+                a.saved_modules.insert(path, l);
+            }
+        }
+        let mut bias_values = HashMap::new();
+        for path in bias_paths {
+            let k = format!("{KEY_PREFIX}{path}.bias");
+            if file.contains(&k) {
+                bias_values.insert(path, file.tensor_f32(&k)?);
+                used.insert(k);
+            }
+        }
+        if !bias_values.is_empty() {
+            self.base.visit_linears(&mut |path, hooked| {
+                if let (Some(v), Some(b)) = (bias_values.get(path), &hooked.base.bias) {
+                    b.assign(v)?;
+                }
+                Ok(())
+            })?;
+        }
+        let unused: Vec<&str> = file.names().filter(|n| !used.contains(*n)).collect();
+        let mut warnings = warnings;
+        if !unused.is_empty() {
+            warnings.push(format!("{} tensors of the adapter file were not used: {}", unused.len(), unused.join(", ")));
+        }
+        self.set_adapter(name)?;
+        if !trainable {
+            self.freeze_adapter(name)?;
+        }
+        Ok(warnings)
+    }
+
+    fn freeze_adapter(&mut self, name: &str) -> Result<()> {
+        for layer in self.layers.values() {
+            if let Some(w) = layer.get(name) {
+                layer.set_weights(name, LoraWeights { a: w.a.detach(), b: w.b.detach(), ..w });
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the active adapter into the base weights (W += s·BA) so inference costs nothing extra.
+    pub fn merge(&mut self) -> Result<()> {
+        let name = self.active.clone().ok_or_else(|| Error::invalid("merge", "no active adapter"))?;
+        let layers = self.layers.clone();
+        self.base.visit_linears(&mut |path, hooked| {
+            let Some(layer) = layers.get(path) else { return Ok(()) };
+            let mut merged = layer.merged();
+            if merged.contains(&name) {
+                return Ok(());
+            }
+            if let Some(w) = layer.get(&name) {
+                let _g = engine::no_grad();
+                layer.keep_unmerged_weight(&hooked.base.weight);
+                hooked.base.weight = hooked.base.weight.detach().add(&LoraLayer::delta(&w)?)?;
+                merged.push(name.clone());
+                layer.set_merged(merged);
+            }
+            Ok(())
+        })
+    }
+
+    /// Undoes `merge`, restoring the base weight exactly as it was.
+    pub fn unmerge(&mut self) -> Result<()> {
+        let layers = self.layers.clone();
+        self.base.visit_linears(&mut |path, hooked| {
+            let Some(layer) = layers.get(path) else { return Ok(()) };
+            if let Some(w) = layer.take_unmerged_weight() {
+                hooked.base.weight = w;
+            }
+            layer.set_merged(Vec::new());
+            Ok(())
+        })
+    }
+
+    /// Merges the active adapter and removes every hook: a plain model whose parameters (with the
+    /// trained heads in place) can be saved as a Hugging Face folder.
+    pub fn merge_and_unload(mut self) -> Result<Box<dyn Model>> {
+        self.merge()?;
+        let layers = self.layers.clone();
+        self.base.visit_linears(&mut |path, hooked| {
+            if let Some(layer) = layers.get(path) {
+                layer.take_unmerged_weight();
+            }
+            hooked.hook = None;
+            Ok(())
+        })?;
+        Ok(self.base)
+    }
+}
+
+/// `modules_to_save` entries match a module path exactly or as a dotted suffix.
+fn module_matches(path: &str, module: &str) -> bool {
+    path == module || path.ends_with(&format!(".{module}"))
+}
+
+fn copy_tensor(t: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(t.to_vec_f32()?, t.shape())
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(1234567), "1,234,567");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+    }
+}
+
+/// Selects `TargetModules` from a comma-separated list or a regex, as on a command line.
+pub fn targets_from_arg(s: &str) -> TargetModules {
+    if s == "all-linear" || s.contains(['*', '(', '|', '^', '$', '\\', '[']) {
+        TargetModules::Pattern(s.to_string())
+    } else {
+        TargetModules::Names(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+    }
+}
