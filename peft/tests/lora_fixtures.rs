@@ -125,3 +125,36 @@ fn lora_gradients_match_pytorch() {
     }
     assert_eq!(n, 3);
 }
+
+#[test]
+fn merged_models_save_as_hugging_face_folders() {
+    let m = manifest();
+    for case in m["adapters"].as_array().unwrap().iter().filter(|c| c["peft_type"] == "LORA") {
+        let name = case["name"].as_str().unwrap();
+        let model_dir = fixtures().join(case["model_dir"].as_str().unwrap());
+        let mut model = PeftModel::new(load(&model_dir).unwrap());
+        model.load_adapter(fixtures().join(case["adapter_dir"].as_str().unwrap()), "default", false).unwrap();
+        let x = ids(case);
+        let want = model.forward(&ForwardInput { input_ids: Some(&x), ..Default::default() }, None).unwrap();
+        let out_dir = std::env::temp_dir().join(format!("peft-merged-{}-{name}", std::process::id()));
+        let merged = model.merge_and_unload().unwrap();
+        engine::models::save_pretrained(merged.as_ref(), &out_dir, Some(&model_dir)).unwrap();
+        let reloaded = load(&out_dir).unwrap();
+        let got = reloaded.forward(&ForwardInput { input_ids: Some(&x), ..Default::default() }, None).unwrap();
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap() as f32, case["atol"].as_f64().unwrap() as f32);
+        assert_within(
+            &format!("{name} merged+saved"),
+            &got.main().1.to_vec_f32().unwrap(),
+            &want.main().1.to_vec_f32().unwrap(),
+            rtol,
+            atol,
+        );
+        // the saved file has exactly the base checkpoint's tensor names and shapes
+        let before = SafeTensors::open(model_dir.join("model.safetensors")).unwrap();
+        let after = SafeTensors::open(out_dir.join("model.safetensors")).unwrap();
+        let names =
+            |s: &SafeTensors| s.names().map(|n| (n.to_string(), s.info(n).unwrap().shape.clone())).collect::<Vec<_>>();
+        assert_eq!(names(&before), names(&after), "{name}");
+        std::fs::remove_dir_all(&out_dir).ok();
+    }
+}

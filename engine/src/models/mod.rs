@@ -8,10 +8,12 @@
 //! - [`ForwardInput::prefix`]: per-layer key/value prefixes, the attention mask extended to cover them;
 //! - the classification head (`classifier`) is an ordinary trainable layer.
 pub mod bert;
-pub mod config;
 mod common;
+pub mod config;
 pub mod gpt2;
 pub mod llama;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use config::{Architecture, ModelConfig};
 
@@ -119,16 +121,94 @@ pub trait Model: Send + Sync {
 /// Loads a model folder: `config.json` picks the architecture, weights come from
 /// `model.safetensors` or a sharded index.
 pub fn load(dir: impl AsRef<Path>) -> Result<Box<dyn Model>> {
+    load_as(dir, None, None)
+}
+
+/// Loads a model folder as another architecture of the same family, as transformers'
+/// `BertForSequenceClassification.from_pretrained(<a BertModel folder>)` does: weights the task
+/// head needs but the checkpoint lacks are freshly initialized. `num_labels` sets the head size.
+pub fn load_as(
+    dir: impl AsRef<Path>,
+    architecture: Option<Architecture>,
+    num_labels: Option<usize>,
+) -> Result<Box<dyn Model>> {
     let dir = dir.as_ref();
-    let config = ModelConfig::from_dir(dir)?;
+    let mut config = ModelConfig::from_dir(dir)?;
+    if let Some(arch) = architecture {
+        let family = |a: Architecture| match a {
+            Architecture::BertModel
+            | Architecture::BertForSequenceClassification
+            | Architecture::BertForTokenClassification => 0,
+            Architecture::Gpt2LMHeadModel => 1,
+            Architecture::LlamaForCausalLM => 2,
+        };
+        if family(arch) != family(config.architecture) {
+            return Err(Error::invalid(
+                "load",
+                format!("cannot load a {} checkpoint as {}", config.architecture.name(), arch.name()),
+            ));
+        }
+        config.architecture = arch;
+    }
+    if let Some(n) = num_labels {
+        config.num_labels = n;
+    }
     let weights = crate::io::WeightFiles::open(dir)?;
     match config.architecture {
-        Architecture::BertModel | Architecture::BertForSequenceClassification | Architecture::BertForTokenClassification => {
-            Ok(Box::new(bert::Bert::load(config, &weights)?))
-        }
+        Architecture::BertModel
+        | Architecture::BertForSequenceClassification
+        | Architecture::BertForTokenClassification => Ok(Box::new(bert::Bert::load(config, &weights)?)),
         Architecture::Gpt2LMHeadModel => Ok(Box::new(gpt2::Gpt2::load(config, &weights)?)),
         Architecture::LlamaForCausalLM => Ok(Box::new(llama::Llama::load(config, &weights)?)),
     }
+}
+
+/// Writes a model as a Hugging Face folder (`config.json` with its architecture and label count,
+/// `model.safetensors`), so that transformers' `from_pretrained` loads it. Files are written
+/// atomically; other files of `source_dir` (tokenizer, generation config) are copied along.
+pub fn save_pretrained(model: &dyn Model, dir: impl AsRef<Path>, source_dir: Option<&Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+    let tensors: Vec<(String, Tensor)> =
+        model.named_parameters().into_iter().map(|(n, t)| Ok((n, t.detach().contiguous()?))).collect::<Result<_>>()?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    crate::io::save_safetensors(dir.join("model.safetensors"), &tensors, Some(&meta))?;
+    let c = model.config();
+    let mut raw = c.raw.clone();
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert("architectures".into(), serde_json::json!([c.architecture.name()]));
+        if matches!(
+            c.architecture,
+            Architecture::BertForSequenceClassification | Architecture::BertForTokenClassification
+        ) {
+            let id2label: serde_json::Map<String, serde_json::Value> =
+                (0..c.num_labels).map(|i| (i.to_string(), serde_json::json!(format!("LABEL_{i}")))).collect();
+            let label2id: serde_json::Map<String, serde_json::Value> =
+                (0..c.num_labels).map(|i| (format!("LABEL_{i}"), serde_json::json!(i))).collect();
+            obj.entry("id2label").or_insert(serde_json::Value::Object(id2label));
+            obj.entry("label2id").or_insert(serde_json::Value::Object(label2id));
+        }
+    }
+    let json = serde_json::to_vec_pretty(&raw).map_err(|e| Error::invalid("save_pretrained", e.to_string()))?;
+    crate::io::safetensors::write_atomic(&dir.join("config.json"), &json)?;
+    if let Some(src) = source_dir {
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+            "generation_config.json",
+        ] {
+            let from = src.join(name);
+            if from.exists() {
+                let bytes =
+                    std::fs::read(&from).map_err(|e| Error::Io { path: from.display().to_string(), source: e })?;
+                crate::io::safetensors::write_atomic(&dir.join(name), &bytes)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `[batch, seq]` shape of an input, from the ids or the embeddings.
@@ -136,8 +216,12 @@ pub(crate) fn batch_seq(input: &ForwardInput) -> Result<(usize, usize)> {
     match (input.input_ids, input.inputs_embeds) {
         (Some(ids), None) if ids.rank() == 2 => Ok((ids.shape()[0], ids.shape()[1])),
         (None, Some(e)) if e.rank() == 3 => Ok((e.shape()[0], e.shape()[1])),
-        (Some(ids), None) => Err(Error::shape("forward", format!("input_ids must be [batch, seq], got {:?}", ids.shape()))),
-        (None, Some(e)) => Err(Error::shape("forward", format!("inputs_embeds must be [batch, seq, hidden], got {:?}", e.shape()))),
+        (Some(ids), None) => {
+            Err(Error::shape("forward", format!("input_ids must be [batch, seq], got {:?}", ids.shape())))
+        }
+        (None, Some(e)) => {
+            Err(Error::shape("forward", format!("inputs_embeds must be [batch, seq, hidden], got {:?}", e.shape())))
+        }
         _ => Err(Error::invalid("forward", "give exactly one of input_ids and inputs_embeds")),
     }
 }
