@@ -131,22 +131,33 @@ impl LoraLayer {
 
 impl LinearHook for LoraLayer {
     fn forward(&self, base: &Linear, x: &Tensor) -> Result<Tensor> {
-        let mut y = base.forward(x)?;
         let s = self.read();
-        if s.disabled {
-            return Ok(y);
-        }
         let training = self.clock.training.load(Ordering::Relaxed);
-        for name in &s.active {
-            if s.merged.contains(name) {
-                continue;
+        let live: Vec<&LoraWeights> = if s.disabled {
+            Vec::new()
+        } else {
+            s.active.iter().filter(|n| !s.merged.contains(n)).filter_map(|n| s.adapters.get(n)).collect()
+        };
+        let dropped = |w: &LoraWeights| -> Result<Option<Tensor>> {
+            Ok(if training && w.dropout > 0.0 { Some(x.dropout(w.dropout, self.mask_seed())?) } else { None })
+        };
+        match live.as_slice() {
+            [] => base.forward(x),
+            // The usual case, one adapter: the fused op keeps one activation instead of four.
+            [w] if x.rank() >= 2 => {
+                let xd = dropped(w)?;
+                engine::lora_linear(x, &base.weight, base.bias.as_ref(), &w.a, &w.b, w.scaling, xd.as_ref())
             }
-            let Some(w) = s.adapters.get(name) else { continue };
-            let xin = if training && w.dropout > 0.0 { x.dropout(w.dropout, self.mask_seed())? } else { x.clone() };
-            let low = xin.matmul(&w.a.t()?)?.matmul(&w.b.t()?)?;
-            y = y.add(&low.mul_scalar(w.scaling)?)?;
+            several => {
+                let mut y = base.forward(x)?;
+                for w in several {
+                    let xin = dropped(w)?.unwrap_or_else(|| x.clone());
+                    let low = xin.matmul(&w.a.t()?)?.matmul(&w.b.t()?)?;
+                    y = y.add(&low.mul_scalar(w.scaling)?)?;
+                }
+                Ok(y)
+            }
         }
-        Ok(y)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

@@ -8,6 +8,7 @@ use crate::storage::{CpuElement, CpuStorage, MappedBuffer};
 use crate::tensor::Tensor;
 use half::{bf16, f16};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -338,20 +339,17 @@ pub fn save_safetensors(
             m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         header.insert("__metadata__".into(), serde_json::Value::Object(m));
     }
-    let mut blobs = Vec::with_capacity(sorted.len());
     let mut offset = 0usize;
     for (name, t) in &sorted {
         if header.contains_key(name) {
             return Err(file_err(path, format!("tensor name `{name}` given twice")));
         }
-        let bytes = tensor_bytes(t)?;
-        let end = offset + bytes.len();
+        let end = offset + t.numel() * t.dtype().size_in_bytes();
         header.insert(
             name.clone(),
             serde_json::json!({"dtype": FileDType::of(t.dtype()).name(), "shape": t.shape(), "data_offsets": [offset, end]}),
         );
         offset = end;
-        blobs.push(bytes);
     }
     let mut header_bytes = serde_json::to_vec(&serde_json::Value::Object(header))
         .map_err(|e| file_err(path, format!("cannot encode header: {e}")))?;
@@ -359,27 +357,36 @@ pub fn save_safetensors(
     while !(8 + header_bytes.len()).is_multiple_of(8) {
         header_bytes.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + header_bytes.len() + offset);
-    out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header_bytes);
-    for b in blobs {
-        out.extend_from_slice(&b);
-    }
-    write_atomic(path, &out)
+    // Streamed tensor by tensor: a model is never held twice in memory to be written.
+    write_atomic_with(path, |f| {
+        f.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+        f.write_all(&header_bytes)?;
+        for (_, t) in &sorted {
+            let bytes = tensor_bytes(t).map_err(std::io::Error::other)?;
+            f.write_all(&bytes)?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Runs `write` on a buffered temporary file beside `path`, syncs it and renames it over `path`;
+/// on failure the temporary file is removed and `path` is untouched.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+    let run = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
+    run().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io_err(path, e)
     })

@@ -7,6 +7,7 @@ pub(crate) mod concat;
 pub(crate) mod copy;
 pub(crate) mod dropout;
 pub(crate) mod index;
+pub(crate) mod lora;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod norm;

@@ -1,0 +1,158 @@
+//! Fused low-rank-adapted linear: `y = x·Wᵀ + b + s·(x_d·Aᵀ)·Bᵀ` (LoRA; `x_d` is the input after
+//! the adapter's dropout, or `x` itself). One output buffer: the low-rank product is accumulated
+//! into the base GEMM's result (β = 1), and only the thin `x_d·Aᵀ` is kept for the backward.
+//! `W + BA` is never formed. Composed from separate ops the same layer would keep four full-size
+//! activations; the training-step benchmark's memory comes mostly from these.
+use crate::autograd::record;
+use crate::cpu::gemm::{sgemm, Parallelism};
+use crate::error::{Error, Result};
+use crate::storage::CpuStorage;
+use crate::tensor::Tensor;
+
+/// `x` as a `[rows, k]` matrix (a view when the leading dims merge, else a copy).
+fn as_rows(x: &Tensor, k: usize) -> Result<Tensor> {
+    let rows = x.numel() / k.max(1);
+    match x.reshape(&[rows, k]) {
+        Ok(v) => Ok(v),
+        Err(_) => x.contiguous()?.reshape(&[rows, k]),
+    }
+}
+
+/// `x [..., in]`, `weight [out, in]`, `bias [out]`, `a [r, in]`, `b [out, r]`.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f32,
+    x_lora: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "lora_linear";
+    let (x, w, a, b) = (x.float_input(OP)?, weight.float_input(OP)?, a.float_input(OP)?, b.float_input(OP)?);
+    let xd = match x_lora {
+        Some(t) => t.float_input(OP)?,
+        None => x.clone(),
+    };
+    let bias = bias.map(|t| t.float_input(OP)).transpose()?;
+    if w.rank() != 2 || a.rank() != 2 || b.rank() != 2 || x.rank() < 1 {
+        return Err(Error::shape(OP, format!("x {:?}, W {:?}, A {:?}, B {:?}", x.shape(), w.shape(), a.shape(), b.shape())));
+    }
+    let (out_f, in_f, r) = (w.shape()[0], w.shape()[1], a.shape()[0]);
+    let ok = x.shape()[x.rank() - 1] == in_f
+        && xd.shape() == x.shape()
+        && a.shape()[1] == in_f
+        && b.shape() == [out_f, r]
+        && bias.as_ref().is_none_or(|t| t.shape() == [out_f]);
+    if !ok {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?} (dropout input {:?}), W {:?}, bias {:?}, A {:?}, B {:?}: need x [.., in], W [out, in], A [r, in], B [out, r]",
+                x.shape(),
+                xd.shape(),
+                w.shape(),
+                bias.as_ref().map(|t| t.shape().to_vec()),
+                a.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    let (x2, xd2) = (as_rows(&x, in_f)?, as_rows(&xd, in_f)?);
+    let n = x2.shape()[0];
+    // xa = x_d·Aᵀ [n, r], kept for the backward.
+    let xa = {
+        let _g = crate::autograd::no_grad();
+        xd2.matmul(&a.t()?)?.contiguous()?
+    };
+    let mut out = crate::cpu::pool::alloc_f32(n * out_f);
+    {
+        let (xs, ws) = (x2.read_all::<f32>(OP)?, w.read_all::<f32>(OP)?);
+        let (lx, lw) = (x2.layout(), w.layout());
+        // out = x·Wᵀ: B operand is Wᵀ, i.e. W with its strides swapped.
+        sgemm(
+            n,
+            out_f,
+            in_f,
+            1.0,
+            &xs[lx.offset()..],
+            lx.strides()[0],
+            lx.strides()[1],
+            &ws[lw.offset()..],
+            lw.strides()[1],
+            lw.strides()[0],
+            0.0,
+            &mut out,
+            out_f,
+            1,
+            Parallelism::Rayon,
+        );
+        let (xas, bs) = (xa.read::<f32>(OP)?, b.read_all::<f32>(OP)?);
+        let lb = b.layout();
+        // out += s·xa·Bᵀ
+        sgemm(
+            n,
+            out_f,
+            r,
+            scaling,
+            &xas,
+            r,
+            1,
+            &bs[lb.offset()..],
+            lb.strides()[1],
+            lb.strides()[0],
+            1.0,
+            &mut out,
+            out_f,
+            1,
+            Parallelism::Rayon,
+        );
+        if let Some(bias) = &bias {
+            let bv = bias.contiguous()?.to_vec::<f32>()?;
+            for row in out.chunks_mut(out_f) {
+                for (o, &bb) in row.iter_mut().zip(&bv) {
+                    *o += bb;
+                }
+            }
+        }
+    }
+    let mut shape = x.shape().to_vec();
+    let last = shape.len() - 1;
+    shape[last] = out_f;
+    let x_shape = x.shape().to_vec();
+    let inputs: Vec<Tensor> = [Some(x.clone()), Some(w.clone()), bias.clone(), Some(a.clone()), Some(b.clone()), Some(xd.clone())]
+        .into_iter()
+        .flatten()
+        .collect();
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let has_bias = bias.is_some();
+    let node = record(OP, &refs, move |_, g| {
+        let g2 = as_rows(g, out_f)?;
+        let want = |t: &Tensor| t.tracks_grad();
+        let gx = if want(&x) { Some(g2.matmul(&w)?.reshape(&x_shape)?) } else { None };
+        let gw = if want(&w) { Some(g2.t()?.matmul(&x2)?) } else { None };
+        let gbias = match &bias {
+            Some(t) if want(t) => Some(g2.sum(&[0], false)?),
+            _ => None,
+        };
+        // g·B [n, r] is shared by the A and x_d gradients.
+        let need_gb = want(&a) || want(&xd);
+        let g_b = if need_gb { Some(g2.matmul(&b)?) } else { None };
+        let ga = match &g_b {
+            Some(gb) if want(&a) => Some(gb.t()?.matmul(&xd2)?.mul_scalar(scaling)?),
+            _ => None,
+        };
+        let gbb = if want(&b) { Some(g2.t()?.matmul(&xa)?.mul_scalar(scaling)?) } else { None };
+        let gxd = match &g_b {
+            Some(gb) if want(&xd) => Some(gb.matmul(&a)?.mul_scalar(scaling)?.reshape(&x_shape)?),
+            _ => None,
+        };
+        let mut grads = vec![gx, gw];
+        if has_bias {
+            grads.push(gbias);
+        }
+        grads.extend([ga, gbb, gxd]);
+        Ok(grads)
+    });
+    Ok(Tensor::from_op(CpuStorage::F32(out), &shape, node))
+}
