@@ -7,9 +7,10 @@
 //! `<= 1 - top_p`, always keep the most likely one); the survivors are renormalized by a softmax and
 //! one is drawn from a seeded [`Rng`].
 use crate::error::{Error, Result};
-use crate::models::{ForwardInput, KvCache, Model};
+use crate::models::{ForwardInput, KvCache, Model, ModelConfig};
 use crate::random::Rng;
 use crate::tensor::Tensor;
+use std::path::Path;
 
 /// How to pick the next token. Greedy when `temperature` is `None` or `0`; `top_k` and `top_p` only
 /// apply when sampling.
@@ -231,7 +232,10 @@ pub fn generate(
     if !config.architecture.is_causal_lm() {
         return Err(Error::invalid(
             "generate",
-            format!("{} is not a causal language model: generation needs GPT2LMHeadModel or LlamaForCausalLM", config.architecture.name()),
+            format!(
+                "{} is not a causal language model: generation needs GPT2LMHeadModel or LlamaForCausalLM",
+                config.architecture.name()
+            ),
         ));
     }
     if prompt_ids.is_empty() {
@@ -239,7 +243,10 @@ pub fn generate(
     }
     let vocab = config.vocab_size;
     if let Some(&bad) = prompt_ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
-        return Err(Error::invalid("generate", format!("prompt token id {bad} is outside the vocabulary (size {vocab})")));
+        return Err(Error::invalid(
+            "generate",
+            format!("prompt token id {bad} is outside the vocabulary (size {vocab})"),
+        ));
     }
     let total = prompt_ids.len() + max_new_tokens;
     if total > config.max_position_embeddings {
@@ -286,6 +293,35 @@ pub fn generate(
     Ok(new_tokens)
 }
 
+/// The ids generation stops at for a model folder: `eos_token_id` (an id or a list of ids) of its
+/// `generation_config.json` when that file sets one, as transformers' `generate` reads it, else
+/// `config.json`'s (`config.eos_token_ids`). Empty when neither names one.
+pub fn eos_token_ids(model_dir: &Path, config: &ModelConfig) -> Result<Vec<i64>> {
+    let path = model_dir.join("generation_config.json");
+    if path.is_file() {
+        let bad = |detail: String| Error::File { path: path.display().to_string(), detail };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        match json.get("eos_token_id") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(ids)) => {
+                return ids
+                    .iter()
+                    .map(|v| v.as_i64().ok_or_else(|| bad(format!("eos_token_id entries must be integers, got {v}"))))
+                    .collect();
+            }
+            Some(v) => {
+                return v
+                    .as_i64()
+                    .map(|id| vec![id])
+                    .ok_or_else(|| bad(format!("eos_token_id must be an integer or a list of integers, got {v}")))
+            }
+        }
+    }
+    Ok(config.eos_token_ids.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +341,8 @@ mod tests {
         let mut s = Sampler::new(SamplingConfig::greedy()).unwrap();
         assert_eq!(s.next_token(&[0.0, 2.0, 2.0]).unwrap(), 1);
         // Temperature 0 is greedy too, whatever top-k / top-p say.
-        let mut s = Sampler::new(SamplingConfig { temperature: Some(0.0), top_k: Some(3), top_p: Some(0.5), seed: 9 }).unwrap();
+        let mut s =
+            Sampler::new(SamplingConfig { temperature: Some(0.0), top_k: Some(3), top_p: Some(0.5), seed: 9 }).unwrap();
         assert_eq!(s.next_token(&[0.0, 2.0, 2.0]).unwrap(), 1);
         let t = Tensor::from_vec(vec![0.5f32, 4.0, -1.0], &[1, 3]).unwrap();
         assert_eq!(argmax_tensor(&t).unwrap(), 1);
@@ -354,7 +391,7 @@ mod tests {
         };
         // Ascending cumulative: 0.1, 0.25, 0.5, 1.0; removed while <= 1 - p.
         assert_eq!(kept(0.3), vec![1]); // 1 - p = 0.7: remove 0.1, 0.15, 0.25 -> keep {0.5}
-        assert_eq!(kept(0.5), vec![1]); // 0.5 alone reaches p
+        assert_eq!(kept(0.45), vec![1]); // 1 - p = 0.55: cumulative 0.5 of the three others goes
         assert_eq!(kept(0.6), vec![1, 3]); // 1 - p = 0.4: remove 0.1, 0.15
         assert_eq!(kept(0.8), vec![1, 2, 3]); // 1 - p = 0.2: remove 0.1
         assert_eq!(kept(0.95), vec![0, 1, 2, 3]);
@@ -556,6 +593,25 @@ mod tests {
             let out = generate(&model, &[1, 2], 20, &[99, eos], &g, cache).unwrap();
             assert_eq!(out, full[..=first].to_vec());
         }
+    }
+
+    #[test]
+    fn eos_ids_prefer_the_generation_config() {
+        let dir = std::env::temp_dir().join(format!("engine-sampling-eos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = ToyLm::new(7).config.clone();
+        assert_eq!(eos_token_ids(&dir, &config).unwrap(), vec![7]);
+        let gen = dir.join("generation_config.json");
+        for (text, want) in
+            [("{\"eos_token_id\": [2, 5]}", vec![2i64, 5]), ("{\"eos_token_id\": 3}", vec![3]), ("{}", vec![7])]
+        {
+            std::fs::write(&gen, text).unwrap();
+            assert_eq!(eos_token_ids(&dir, &config).unwrap(), want, "{text}");
+        }
+        std::fs::write(&gen, "{\"eos_token_id\": \"x\"}").unwrap();
+        let e = eos_token_ids(&dir, &config).unwrap_err().to_string();
+        assert!(e.contains("generation_config.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

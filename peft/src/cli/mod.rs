@@ -1,0 +1,57 @@
+//! Argument parsing and dispatch for the `peft` binary. Subcommands stay thin: the work is done by
+//! the engine (`engine::models`) and the `peft` library.
+mod forward;
+mod generate;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+/// What a subcommand returns: any error is printed as `error: <message>`.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Debug, Parser)]
+#[command(name = "peft", version, about = "Parameter-efficient fine-tuning and inference on Hugging Face models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model on token ids from a safetensors file and write its main output.
+    Forward(forward::ForwardArgs),
+    /// Continue a prompt with a causal language model (greedy unless a temperature is given).
+    Generate(generate::GenerateArgs),
+}
+
+/// Parses `args` (program name first), runs the subcommand, and returns the exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors are printed by clap as
+            // `error: ...` and exit 1 like every other error of this tool.
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Forward(args) => forward::run(&args),
+        Command::Generate(args) => generate::run(&args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Checks that a model folder exists before loading it, so the message names the folder.
+pub fn check_model_dir(dir: &std::path::Path) -> CliResult<()> {
+    if !dir.is_dir() {
+        return Err(format!("model folder {} does not exist or is not a folder", dir.display()).into());
+    }
+    Ok(())
+}
