@@ -259,6 +259,9 @@ fn autograd_records_only_what_needs_it() {
     let g = y.backward().unwrap();
     assert_eq!(g.len(), 1);
     assert_close(&g.get(&x).unwrap().to_vec::<f32>().unwrap(), &frozen.to_vec::<f32>().unwrap(), 0.0, 0.0);
+    // the graph is freed by the backward pass, as PyTorch does without retain_graph
+    let err = y.backward().unwrap_err().to_string();
+    assert!(err.contains("already"), "{err}");
     let z = engine::no_grad_scope(|| x.exp().unwrap());
     assert!(!z.tracks_grad());
     assert!(z.backward().is_err());

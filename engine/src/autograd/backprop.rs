@@ -60,7 +60,7 @@ impl Grads {
 }
 
 /// Tensors reachable from `root` through recorded ops, inputs before the ops that use them.
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
+fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // (tensor, children already pushed)
@@ -73,10 +73,20 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         if !seen.insert(t.id()) {
             continue;
         }
-        let node_inputs: Vec<Tensor> = t
-            .node()
-            .map(|n| n.inputs.iter().filter(|i| i.tracks_grad()).cloned().collect())
-            .unwrap_or_default();
+        let node_inputs: Vec<Tensor> = match t.node() {
+            Some(n) => n
+                .inputs()
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "backward",
+                        format!("the graph through `{}` was already used by a backward pass and freed; run the forward again", n.op),
+                    )
+                })?
+                .into_iter()
+                .filter(|i| i.tracks_grad())
+                .collect(),
+            None => Vec::new(),
+        };
         stack.push((t, true));
         for input in node_inputs {
             if !seen.contains(&input.id()) {
@@ -84,11 +94,12 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
             }
         }
     }
-    order
+    Ok(order)
 }
 
 /// Backpropagates from `root`, seeding its gradient with ones. Gradients of intermediate results are
-/// dropped as soon as they have been passed on; only variables' gradients are returned.
+/// dropped as soon as they have been passed on, and each op's saved tensors when its backward has
+/// run; only variables' gradients are returned.
 pub fn backward(root: &Tensor) -> Result<Grads> {
     if !root.tracks_grad() {
         return Err(Error::invalid(
@@ -97,11 +108,12 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
         ));
     }
     let _g = no_grad();
-    let order = topological_order(root);
+    let mut order = topological_order(root)?;
     let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
     grads.insert(root.id(), Tensor::ones(root.shape(), crate::DType::F32)?);
     let mut out = Grads::new();
-    for t in order.iter().rev() {
+    // Outputs come last: popping walks the graph backwards and lets go of each tensor after use.
+    while let Some(t) = order.pop() {
         let Some(grad) = grads.remove(&t.id()) else { continue };
         let Some(node) = t.node() else {
             if t.is_variable() {
@@ -110,14 +122,17 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
             }
             continue;
         };
-        let input_grads = (node.backward)(t, &grad)?;
-        if input_grads.len() != node.inputs.len() {
+        let Some(state) = node.take() else {
+            return Err(Error::invalid("backward", format!("the graph through `{}` was already freed", node.op)));
+        };
+        let input_grads = (state.backward)(&t, &grad)?;
+        if input_grads.len() != state.inputs.len() {
             return Err(Error::invalid(
                 "backward",
-                format!("{} returned {} gradients for {} inputs", node.op, input_grads.len(), node.inputs.len()),
+                format!("{} returned {} gradients for {} inputs", node.op, input_grads.len(), state.inputs.len()),
             ));
         }
-        for (input, g) in node.inputs.iter().zip(input_grads) {
+        for (input, g) in state.inputs.iter().zip(input_grads) {
             let Some(g) = g else { continue };
             if !input.tracks_grad() {
                 continue;
@@ -125,7 +140,12 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
             if g.shape() != input.shape() {
                 return Err(Error::shape(
                     "backward",
-                    format!("{} produced a gradient of shape {:?} for an input of shape {:?}", node.op, g.shape(), input.shape()),
+                    format!(
+                        "{} produced a gradient of shape {:?} for an input of shape {:?}",
+                        node.op,
+                        g.shape(),
+                        input.shape()
+                    ),
                 ));
             }
             let summed = match grads.remove(&input.id()) {

@@ -13,10 +13,28 @@ use std::cell::Cell;
 /// input, in input order (`None` where an input does not need one).
 pub(crate) type BackwardFn = dyn Fn(&Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync;
 
+/// A recorded op. Its inputs and backward (with whatever the backward saved) are taken out when
+/// the backward runs, so activations are freed as the sweep passes them, as in PyTorch without
+/// `retain_graph`.
 pub(crate) struct Node {
     pub(crate) op: &'static str,
+    state: std::sync::Mutex<Option<NodeState>>,
+}
+
+pub(crate) struct NodeState {
     pub(crate) inputs: Vec<Tensor>,
     pub(crate) backward: Box<BackwardFn>,
+}
+
+impl Node {
+    /// The inputs, or `None` once a backward pass has consumed the node.
+    pub(crate) fn inputs(&self) -> Option<Vec<Tensor>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| s.inputs.clone())
+    }
+
+    pub(crate) fn take(&self) -> Option<NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 thread_local! {
@@ -59,7 +77,8 @@ pub(crate) fn record(
     if !is_grad_enabled() || !inputs.iter().any(|t| t.tracks_grad()) {
         return None;
     }
-    Some(Node { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) })
+    let state = NodeState { inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) };
+    Some(Node { op, state: std::sync::Mutex::new(Some(state)) })
 }
 
 /// Whether an op on these inputs would be recorded.
