@@ -50,6 +50,41 @@ impl PeftModel {
         }
     }
 
+    /// Loads a base model folder and a PEFT adapter folder on it, as
+    /// `PeftModel.from_pretrained(AutoModelFor<task>.from_pretrained(model), adapter)` does: a
+    /// sequence-classification adapter on a bare encoder folder gets the task model built (with
+    /// the head size the adapter's saved classifier has). Returns the model and load warnings.
+    pub fn from_pretrained(model_dir: &Path, adapter_dir: &Path) -> Result<(PeftModel, Vec<String>)> {
+        let (config, _) = LoraConfig::from_file(&adapter_dir.join("adapter_config.json"))?;
+        let base_config = engine::models::ModelConfig::from_dir(model_dir)?;
+        let architecture = match (config.task_type.as_deref(), base_config.architecture) {
+            (Some("SEQ_CLS"), engine::models::Architecture::BertModel) => {
+                Some(engine::models::Architecture::BertForSequenceClassification)
+            }
+            (Some("TOKEN_CLS"), engine::models::Architecture::BertModel) => {
+                Some(engine::models::Architecture::BertForTokenClassification)
+            }
+            _ => None,
+        };
+        let num_labels = if architecture.is_some() {
+            let file = SafeTensors::open(adapter_dir.join("adapter_model.safetensors"))?;
+            let head = ["classifier", "score"]
+                .iter()
+                .find_map(|h| file.info(&format!("{KEY_PREFIX}{h}.weight")).map(|i| i.shape[0]));
+            Some(head.ok_or_else(|| Error::File {
+                path: file.path().display().to_string(),
+                detail:
+                    "a classification adapter for a bare encoder needs its trained classifier (modules_to_save)".into(),
+            })?)
+        } else {
+            None
+        };
+        let base = engine::models::load_as(model_dir, architecture, num_labels)?;
+        let mut model = PeftModel::new(base);
+        let warnings = model.load_adapter(adapter_dir, "default", false)?;
+        Ok((model, warnings))
+    }
+
     pub fn base(&self) -> &dyn Model {
         self.base.as_ref()
     }
@@ -537,6 +572,28 @@ impl PeftModel {
             Ok(())
         })?;
         Ok(self.base)
+    }
+}
+
+/// A PEFT model is a model: generation, `peft forward` and evaluation take it as they take a base.
+impl Model for PeftModel {
+    fn config(&self) -> &engine::models::ModelConfig {
+        self.base.config()
+    }
+    fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
+        self.base.forward(input, cache)
+    }
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        self.base.embed_tokens(ids)
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.base.named_parameters()
+    }
+    fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
+        self.base.visit_linears(f)
+    }
+    fn head_paths(&self) -> Vec<String> {
+        self.base.head_paths()
     }
 }
 

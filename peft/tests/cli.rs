@@ -142,6 +142,39 @@ fn forward_matches_transformers_on_every_model_fixture() {
 }
 
 #[test]
+fn forward_with_an_adapter_matches_peft_on_every_lora_fixture() {
+    let fixtures = fixtures_dir();
+    let tmp = TempDir::new("forward-adapter");
+    let m = manifest();
+    let mut ran = 0;
+    for case in m["adapters"].as_array().unwrap().iter().filter(|c| c["peft_type"] == "LORA") {
+        let name = case["name"].as_str().unwrap();
+        let expected = SafeTensors::open(fixtures.join(case["expected"].as_str().unwrap())).unwrap();
+        let output = case["output"].as_str().unwrap();
+        let input = tmp.path(&format!("{name}-in.safetensors"));
+        save_safetensors(&input, &[("input_ids".to_string(), ids_tensor(&case["input_ids"]))], None).unwrap();
+        let out = tmp.path(&format!("{name}-out.safetensors"));
+        let o = peft(&[
+            "forward",
+            "--model",
+            path_str(&fixtures.join(case["model_dir"].as_str().unwrap())),
+            "--adapter",
+            path_str(&fixtures.join(case["adapter_dir"].as_str().unwrap())),
+            "--input",
+            path_str(&input),
+            "--out",
+            path_str(&out),
+        ]);
+        assert_ok(&o, name);
+        let got = SafeTensors::open(&out).unwrap().tensor(output).unwrap();
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap(), case["atol"].as_f64().unwrap());
+        compare(name, &got, &expected.tensor_f32(output).unwrap(), rtol, atol);
+        ran += 1;
+    }
+    assert_eq!(ran, 4);
+}
+
+#[test]
 fn forward_errors_exit_1_with_a_message() {
     let fixtures = fixtures_dir();
     let tmp = TempDir::new("forward-errors");
@@ -171,7 +204,9 @@ fn forward_errors_exit_1_with_a_message() {
         peft(&["forward", "--model", path_str(&model), "--input", path_str(&absent_input), "--out", path_str(&out)]);
     assert_fails_with(&o, &["absent.safetensors"]);
 
-    let adapter = fixtures.join("adapters/gpt2-lora");
+    // an adapter folder without files is an error naming what is missing
+    let empty_adapter = tmp.path("empty-adapter");
+    std::fs::create_dir_all(&empty_adapter).unwrap();
     let o = peft(&[
         "forward",
         "--model",
@@ -181,9 +216,9 @@ fn forward_errors_exit_1_with_a_message() {
         "--out",
         path_str(&out),
         "--adapter",
-        path_str(&adapter),
+        path_str(&empty_adapter),
     ]);
-    assert_fails_with(&o, &["adapters are not supported yet"]);
+    assert_fails_with(&o, &["adapter_config.json"]);
 
     let o = peft(&["forward", "--model", path_str(&model)]);
     assert_fails_with(&o, &["--input"]);

@@ -1,8 +1,9 @@
 //! `peft forward`: token ids in, the model's main output out (safetensors both ways).
 use super::{check_model_dir, CliResult};
 use engine::io::{save_safetensors, SafeTensors};
-use engine::models::{self, ForwardInput};
+use engine::models::{self, ForwardInput, Model};
 use engine::{DType, Tensor};
+use peft::PeftModel;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -51,16 +52,22 @@ fn ids_tensor(file: &SafeTensors, name: &str, required: bool) -> CliResult<Optio
 }
 
 pub fn run(args: &ForwardArgs) -> CliResult<()> {
-    if let Some(dir) = &args.adapter {
-        return Err(format!("adapters are not supported yet (--adapter {})", dir.display()).into());
-    }
     check_model_dir(&args.model)?;
     let file = SafeTensors::open(&args.input)?;
     let input_ids = ids_tensor(&file, "input_ids", true)?.ok_or("input_ids is required")?;
     let attention_mask = ids_tensor(&file, "attention_mask", false)?;
     let token_type_ids = ids_tensor(&file, "token_type_ids", false)?;
-    let model = models::load(&args.model)?;
     let _no_grad = engine::no_grad();
+    let model: Box<dyn Model> = match &args.adapter {
+        Some(dir) => {
+            let (m, warnings) = PeftModel::from_pretrained(&args.model, dir)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Box::new(m)
+        }
+        None => models::load(&args.model)?,
+    };
     let input = ForwardInput {
         input_ids: Some(&input_ids),
         attention_mask: attention_mask.as_ref(),

@@ -35,6 +35,9 @@ pub struct GenerateArgs {
     /// Recompute the whole sequence at every step instead of keeping a key/value cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// PEFT adapter folder to apply to the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 pub fn run(args: &GenerateArgs) -> CliResult<()> {
@@ -53,7 +56,16 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         (None, Some(ids)) => (None, ids.clone()),
         (None, None) => return Err("give --prompt TEXT or --prompt-ids 1,2,3".into()),
     };
-    let model = engine::models::load(&args.model)?;
+    let model: Box<dyn engine::models::Model> = match &args.adapter {
+        Some(dir) => {
+            let (m, warnings) = peft::PeftModel::from_pretrained(&args.model, dir)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Box::new(m)
+        }
+        None => engine::models::load(&args.model)?,
+    };
     let eos = sampling::eos_token_ids(&args.model, model.config())?;
     let new_ids = sampling::generate(model.as_ref(), &prompt_ids, args.max_new_tokens, &eos, &cfg, !args.no_cache)?;
     match tokenizer {
