@@ -20,6 +20,9 @@ pub struct LlamaLayer {
     pub down_proj: HookedLinear,
 }
 
+/// Picks one projection out of a layer (for visiting the Linears by name).
+type LayerField = fn(&mut LlamaLayer) -> &mut HookedLinear;
+
 pub struct Llama {
     config: ModelConfig,
     pub embed_tokens: Embedding,
@@ -64,7 +67,7 @@ impl Llama {
         Ok(Llama { norm: rms("norm.weight")?, embed_tokens, layers, lm_head, config })
     }
 
-    fn layer_names(i: usize) -> [(String, fn(&mut LlamaLayer) -> &mut HookedLinear); 7] {
+    fn layer_names(i: usize) -> [(String, LayerField); 7] {
         let p = format!("model.layers.{i}");
         [
             (format!("{p}.self_attn.q_proj"), |l| &mut l.q_proj),
