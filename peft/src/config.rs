@@ -173,7 +173,8 @@ impl LoraConfig {
         LoraConfig::from_json(v).map_err(|e| Error::File { path: path.display().to_string(), detail: e.to_string() })
     }
 
-    fn validate(&self) -> Result<Vec<String>> {
+    /// Checks the values (PEFT's rules too); returns warnings about unknown keys.
+    pub fn validate(&self) -> Result<Vec<String>> {
         let bad = |d: String| Err(Error::invalid("adapter_config", d));
         if self.peft_type != "LORA" {
             return bad(format!("peft_type is `{}`, expected `LORA`", self.peft_type));
@@ -193,6 +194,13 @@ impl LoraConfig {
             InitLoraWeights::Method(m) => {
                 return bad(format!("init_lora_weights `{m}` is not supported (true, false, \"gaussian\")"))
             }
+        }
+        // PEFT's own checks (LoraConfig.__post_init__), so that what loads here loads there.
+        if matches!(self.target_modules, Some(TargetModules::Pattern(_))) && self.layers_to_transform.is_some() {
+            return bad("`layers_to_transform` cannot be used when `target_modules` is a string (regex)".into());
+        }
+        if self.layers_pattern.is_some() && self.layers_to_transform.is_none() {
+            return bad("`layers_pattern` needs `layers_to_transform`".into());
         }
         if self.rank_pattern.values().any(|&r| r == 0) {
             return bad("rank_pattern ranks must be positive".into());

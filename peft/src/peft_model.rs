@@ -22,7 +22,8 @@ struct Adapter {
     targets: Vec<String>,
     /// Trainable copies of the `modules_to_save` heads, by path.
     saved_modules: BTreeMap<String, Linear>,
-    /// Biases made trainable by `bias = all | lora_only`, by Linear path.
+    /// Parameters made trainable by `bias = all | lora_only`, by name (`…query.bias`,
+    /// `…LayerNorm.bias`).
     biases: Vec<String>,
 }
 
@@ -121,6 +122,7 @@ impl PeftModel {
         if self.adapters.contains_key(name) {
             return Err(Error::invalid("add_adapter", format!("an adapter named `{name}` exists already")));
         }
+        config.validate()?;
         let paths = self.base.linear_paths();
         let heads = self.base.head_paths();
         let target_spec = config.target_modules.clone().ok_or_else(|| {
@@ -177,12 +179,10 @@ impl PeftModel {
         mut weights: BTreeMap<String, LoraWeights>,
     ) -> Result<()> {
         let saved: Vec<String> = config.modules_to_save.clone().unwrap_or_default();
-        let heads = self.base.head_paths();
         let clock = self.clock.clone();
         let layers = &mut self.layers;
         let originals = &mut self.original_modules;
         let mut saved_modules = BTreeMap::new();
-        let mut biases = Vec::new();
         let mut index = 0u64;
         self.base.visit_linears(&mut |path, hooked: &mut HookedLinear| {
             index += 1;
@@ -193,11 +193,6 @@ impl PeftModel {
                     .clone();
                 layer.insert(name, w);
                 hooked.hook = Some(layer as Arc<dyn LinearHook>);
-                if config.bias == "lora_only" {
-                    biases.push(path.to_string());
-                }
-            } else if config.bias == "all" && hooked.base.bias.is_some() && !heads.contains(&path.to_string()) {
-                biases.push(path.to_string());
             }
             if saved.iter().any(|m| module_matches(path, m)) {
                 let original = originals.entry(path.to_string()).or_insert_with(|| hooked.base.clone()).clone();
@@ -223,8 +218,27 @@ impl PeftModel {
                 ));
             }
         }
+        // PEFT's rule: "all" trains every parameter named `*.bias` (LayerNorm biases too), "lora_only"
+        // the biases of the wrapped Linears. A head saved whole trains its own copy instead.
+        let names: Vec<String> = self.base.named_parameters().into_iter().map(|(n, _)| n).collect();
+        let in_saved =
+            |n: &str| saved_modules.keys().any(|p| n.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+        let biases: Vec<String> = match config.bias.as_str() {
+            "all" => names.iter().filter(|n| n.ends_with(".bias") && !in_saved(n)).cloned().collect(),
+            "lora_only" => targets.iter().map(|p| format!("{p}.bias")).filter(|n| names.contains(n)).collect(),
+            _ => Vec::new(),
+        };
         self.adapters.insert(name.to_string(), Adapter { config, targets, saved_modules, biases });
         self.set_adapter(name)
+    }
+
+    /// The key of a trainable bias in PEFT's files and parameter names: a wrapped Linear keeps its
+    /// bias on `base_layer`.
+    fn bias_key(adapter: &Adapter, name: &str) -> String {
+        match name.strip_suffix(".bias") {
+            Some(path) if adapter.targets.iter().any(|t| t == path) => format!("{KEY_PREFIX}{path}.base_layer.bias"),
+            _ => format!("{KEY_PREFIX}{name}"),
+        }
     }
 
     /// Makes `name` the active adapter (its LoRA paths, head copies and trainable biases).
@@ -245,13 +259,18 @@ impl PeftModel {
             } else if let Some(orig) = originals.get(path) {
                 hooked.base = orig.clone();
             }
-            if let Some(b) = &hooked.base.bias {
-                let want = biases.iter().any(|p| p == path);
-                if want && !b.is_variable() {
-                    hooked.base.bias = Some(b.requires_grad()?);
-                } else if !want && b.is_variable() && !saved.contains_key(path) {
-                    hooked.base.bias = Some(b.detach());
-                }
+            Ok(())
+        })?;
+        let in_saved = |n: &str| saved.keys().any(|p| n.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+        self.base.visit_parameters(&mut |pname, t| {
+            if !pname.ends_with(".bias") || in_saved(pname) {
+                return Ok(());
+            }
+            let want = biases.iter().any(|b| b == pname);
+            if want && !t.is_variable() {
+                *t = t.requires_grad()?;
+            } else if !want && t.is_variable() {
+                *t = t.detach();
             }
             Ok(())
         })?;
@@ -345,9 +364,9 @@ impl PeftModel {
             }
         }
         let base_params: HashMap<String, Tensor> = self.base.named_parameters().into_iter().collect();
-        for path in &adapter.biases {
-            if let Some(b) = base_params.get(&format!("{path}.bias")) {
-                out.push((format!("{KEY_PREFIX}{path}.bias"), b.clone()));
+        for bname in &adapter.biases {
+            if let Some(b) = base_params.get(bname) {
+                out.push((PeftModel::bias_key(adapter, bname), b.clone()));
             }
         }
         for (path, l) in &adapter.saved_modules {
@@ -416,9 +435,9 @@ impl PeftModel {
             tensors.push((format!("{KEY_PREFIX}{path}.lora_B.weight"), w.b.detach().contiguous()?));
         }
         let base_params: HashMap<String, Tensor> = self.base.named_parameters().into_iter().collect();
-        for path in &adapter.biases {
-            if let Some(b) = base_params.get(&format!("{path}.bias")) {
-                tensors.push((format!("{KEY_PREFIX}{path}.bias"), b.detach().contiguous()?));
+        for bname in &adapter.biases {
+            if let Some(b) = base_params.get(bname) {
+                tensors.push((PeftModel::bias_key(adapter, bname), b.detach().contiguous()?));
             }
         }
         for (path, l) in &adapter.saved_modules {
@@ -488,18 +507,20 @@ impl PeftModel {
                 a.saved_modules.insert(path, l);
             }
         }
+        // Biases: PEFT's `…base_layer.bias` for wrapped Linears; the plain key is accepted too.
         let mut bias_values = HashMap::new();
-        for path in bias_paths {
-            let k = format!("{KEY_PREFIX}{path}.bias");
-            if file.contains(&k) {
-                bias_values.insert(path, file.tensor_f32(&k)?);
-                used.insert(k);
+        for bname in bias_paths {
+            let keys = [PeftModel::bias_key(&self.adapters[name], &bname), format!("{KEY_PREFIX}{bname}")];
+            if let Some(k) = keys.iter().find(|k| file.contains(k)) {
+                bias_values.insert(bname, file.tensor_f32(k)?);
+                used.insert(k.clone());
             }
         }
         if !bias_values.is_empty() {
-            self.base.visit_linears(&mut |path, hooked| {
-                if let (Some(v), Some(b)) = (bias_values.get(path), &hooked.base.bias) {
-                    b.assign(v)?;
+            // Values are copied into the model's own bias buffers (the base is modified, as in PEFT).
+            self.base.visit_parameters(&mut |pname, t| {
+                if let Some(v) = bias_values.get(pname) {
+                    *t = Tensor::from_vec(v.to_vec_f32()?, v.shape())?;
                 }
                 Ok(())
             })?;
@@ -588,6 +609,9 @@ impl Model for PeftModel {
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.base.named_parameters()
+    }
+    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        self.base.visit_parameters(f)
     }
     fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
         self.base.visit_linears(f)

@@ -1,6 +1,8 @@
 //! BERT (`BertModel`, `BertForSequenceClassification`, `BertForTokenClassification`), as transformers
 //! computes it: post-norm encoder layers, learned absolute positions, token types, tanh pooler.
-use super::common::{activation, attend, key_mask, merge_heads, positions, prefix_len, split_heads, Loader};
+use super::common::{
+    activation, attend, key_mask, merge_heads, positions, prefix_len, split_heads, visit_module, Loader,
+};
 use super::{batch_seq, Architecture, ForwardInput, KvCache, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
@@ -206,6 +208,34 @@ impl Model for Bert {
             add("classifier".to_string(), cl.named_parameters());
         }
         out
+    }
+
+    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        let p = self.prefix.clone();
+        visit_module(&format!("{p}embeddings.word_embeddings"), &mut self.word_embeddings, f)?;
+        visit_module(&format!("{p}embeddings.position_embeddings"), &mut self.position_embeddings, f)?;
+        if let Some(tt) = &mut self.token_type_embeddings {
+            visit_module(&format!("{p}embeddings.token_type_embeddings"), tt, f)?;
+        }
+        visit_module(&format!("{p}embeddings.LayerNorm"), &mut self.embeddings_norm, f)?;
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let q = format!("{p}encoder.layer.{i}");
+            visit_module(&format!("{q}.attention.self.query"), &mut l.query, f)?;
+            visit_module(&format!("{q}.attention.self.key"), &mut l.key, f)?;
+            visit_module(&format!("{q}.attention.self.value"), &mut l.value, f)?;
+            visit_module(&format!("{q}.attention.output.dense"), &mut l.attention_output, f)?;
+            visit_module(&format!("{q}.attention.output.LayerNorm"), &mut l.attention_norm, f)?;
+            visit_module(&format!("{q}.intermediate.dense"), &mut l.intermediate, f)?;
+            visit_module(&format!("{q}.output.dense"), &mut l.output, f)?;
+            visit_module(&format!("{q}.output.LayerNorm"), &mut l.output_norm, f)?;
+        }
+        if let Some(pl) = &mut self.pooler {
+            visit_module(&format!("{p}pooler.dense"), pl, f)?;
+        }
+        if let Some(cl) = &mut self.classifier {
+            visit_module("classifier", cl, f)?;
+        }
+        Ok(())
     }
 
     fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {

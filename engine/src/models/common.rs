@@ -4,7 +4,7 @@ use super::{ForwardInput, KvPrefix};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
-use crate::nn::{HookedLinear, LayerNorm, Linear};
+use crate::nn::{HookedLinear, LayerNorm, Linear, Module};
 use crate::ops::attention::{scaled_dot_product_attention, AttentionMask};
 use crate::tensor::Tensor;
 
@@ -168,4 +168,17 @@ pub(crate) fn positions(input: &ForwardInput, batch: usize, seq: usize, offset: 
             Tensor::from_vec(row, &[1, seq])?.broadcast_as(&[batch, seq])?.contiguous()
         }
     }
+}
+
+/// Visits a layer's own parameters (not a hook's) under `prefix`, in `named_parameters` order.
+pub(crate) fn visit_module(
+    prefix: &str,
+    m: &mut dyn Module,
+    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
+) -> Result<()> {
+    let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    for (n, t) in names.iter().zip(m.parameters_mut()) {
+        f(&format!("{prefix}.{n}"), t)?;
+    }
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! GPT-2 (`GPT2LMHeadModel`): pre-norm decoder, learned positions, fused q/k/v projection. Its Conv1D
 //! weights are stored `[in, out]`; each becomes a Linear whose `[out, in]` weight is a transposed view
 //! of the file's tensor (no copy). The LM head is tied to the token embeddings.
-use super::common::{activation, attend, key_mask, merge_heads, positions, prefix_len, split_heads, Loader};
+use super::common::{
+    activation, attend, key_mask, merge_heads, positions, prefix_len, split_heads, visit_module, Loader,
+};
 use super::{batch_seq, ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
@@ -148,6 +150,25 @@ impl Model for Gpt2 {
             add("lm_head".into(), self.lm_head.named_parameters());
         }
         out
+    }
+
+    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        visit_module("transformer.wte", &mut self.wte, f)?;
+        visit_module("transformer.wpe", &mut self.wpe, f)?;
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let p = format!("transformer.h.{i}");
+            visit_module(&format!("{p}.ln_1"), &mut blk.ln_1, f)?;
+            visit_module(&format!("{p}.attn.c_attn"), &mut blk.c_attn, f)?;
+            visit_module(&format!("{p}.attn.c_proj"), &mut blk.attn_c_proj, f)?;
+            visit_module(&format!("{p}.ln_2"), &mut blk.ln_2, f)?;
+            visit_module(&format!("{p}.mlp.c_fc"), &mut blk.c_fc, f)?;
+            visit_module(&format!("{p}.mlp.c_proj"), &mut blk.mlp_c_proj, f)?;
+        }
+        visit_module("transformer.ln_f", &mut self.ln_f, f)?;
+        if !self.lm_head.base.weight.same_storage(&self.wte.weight) {
+            visit_module("lm_head", &mut self.lm_head, f)?;
+        }
+        Ok(())
     }
 
     fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {

@@ -1,6 +1,6 @@
 //! LLaMA (`LlamaForCausalLM`, and the LLaMA-shaped Mistral/Qwen2): pre-norm decoder with RMSNorm,
 //! rotary positions (rotate-half convention), grouped-query attention and a SwiGLU MLP.
-use super::common::{attend, key_mask, merge_heads, positions, prefix_len, split_heads, Loader};
+use super::common::{attend, key_mask, merge_heads, positions, prefix_len, split_heads, visit_module, Loader};
 use super::{batch_seq, ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
@@ -149,6 +149,23 @@ impl Model for Llama {
             add("lm_head".into(), self.lm_head.named_parameters());
         }
         out
+    }
+
+    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        visit_module("model.embed_tokens", &mut self.embed_tokens, f)?;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, get) in Llama::layer_names(i) {
+                visit_module(&name, get(layer), f)?;
+            }
+            let p = format!("model.layers.{i}");
+            visit_module(&format!("{p}.input_layernorm"), &mut layer.input_layernorm, f)?;
+            visit_module(&format!("{p}.post_attention_layernorm"), &mut layer.post_attention_layernorm, f)?;
+        }
+        visit_module("model.norm", &mut self.norm, f)?;
+        if !self.lm_head.base.weight.same_storage(&self.embed_tokens.weight) {
+            visit_module("lm_head", &mut self.lm_head, f)?;
+        }
+        Ok(())
     }
 
     fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {

@@ -101,6 +101,11 @@ pub trait Model: Send + Sync {
     /// Every parameter with its Hugging Face path, as `state_dict()` names it (tied weights once).
     fn named_parameters(&self) -> Vec<(String, Tensor)>;
 
+    /// Calls `f` with the name (as `named_parameters` gives it) and handle of every parameter, so that
+    /// a caller can make it trainable or frozen (e.g. PEFT's `bias = "all"`). GPT-2's Conv1D weights
+    /// are visited as their `[out, in]` views.
+    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()>;
+
     /// Calls `f` with the path and layer of every Linear (`encoder.layer.0.attention.self.query`).
     fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()>;
 

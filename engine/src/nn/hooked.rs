@@ -36,13 +36,10 @@ impl HookedLinear {
 }
 
 impl Module for HookedLinear {
-    /// The base layer's parameters (`weight`, `bias`) followed by the hook's.
+    /// The base layer's parameters (`weight`, `bias`): what the model's own state dict holds. The
+    /// hook's tensors are listed by `hook.named_parameters()`.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut p = self.base.named_parameters();
-        if let Some(h) = &self.hook {
-            p.extend(h.named_parameters());
-        }
-        p
+        self.base.named_parameters()
     }
     fn parameters_mut(&mut self) -> Vec<&mut Tensor> {
         self.base.parameters_mut()

@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch for the `peft` binary. Subcommands stay thin: the work is done by
 //! the engine (`engine::models`) and the `peft` library.
+mod eval;
 mod forward;
 mod generate;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -22,6 +24,10 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Continue a prompt with a causal language model (greedy unless a temperature is given).
     Generate(generate::GenerateArgs),
+    /// Fine-tune a LoRA adapter from a JSON run file.
+    Train(train::TrainArgs),
+    /// Evaluate a model (and adapter) on a JSONL file: loss, accuracy or perplexity.
+    Eval(eval::EvalArgs),
 }
 
 /// Parses `args` (program name first), runs the subcommand, and returns the exit code.
@@ -38,6 +44,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let result = match cli.command {
         Command::Forward(args) => forward::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
     };
     match result {
         Ok(()) => 0,
