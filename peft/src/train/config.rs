@@ -1,0 +1,416 @@
+//! The `peft train` run file: a JSON object naming the model, the task, the LoRA config (PEFT's
+//! field names), the data and the training settings. Unknown keys are errors naming the key: this is
+//! our own format, and a misspelled setting must not silently fall back to its default. Every field
+//! is documented in `docs/train-config.md`.
+use crate::config::LoraConfig;
+use engine::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// What the model is trained to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Next-token prediction (GPT-2, LLaMA): labels are the input ids, shifted inside the loss.
+    CausalLm,
+    /// One label per sequence (BERT's `[CLS]` pooled output → classifier).
+    SequenceClassification,
+    /// One label per token (BERT's hidden states → classifier).
+    TokenClassification,
+}
+
+impl Task {
+    /// PEFT's `task_type` for this task.
+    pub fn peft_task_type(self) -> &'static str {
+        match self {
+            Task::CausalLm => "CAUSAL_LM",
+            Task::SequenceClassification => "SEQ_CLS",
+            Task::TokenClassification => "TOKEN_CLS",
+        }
+    }
+
+    /// The task of a PEFT `task_type`, if it is one we train.
+    pub fn from_peft_task_type(t: &str) -> Option<Task> {
+        match t {
+            "CAUSAL_LM" => Some(Task::CausalLm),
+            "SEQ_CLS" => Some(Task::SequenceClassification),
+            "TOKEN_CLS" => Some(Task::TokenClassification),
+            _ => None,
+        }
+    }
+
+    /// The name used in run files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::CausalLm => "causal_lm",
+            Task::SequenceClassification => "sequence_classification",
+            Task::TokenClassification => "token_classification",
+        }
+    }
+
+    /// Parses a command-line task name.
+    pub fn parse(s: &str) -> Result<Task> {
+        match s {
+            "causal_lm" => Ok(Task::CausalLm),
+            "sequence_classification" => Ok(Task::SequenceClassification),
+            "token_classification" => Ok(Task::TokenClassification),
+            other => Err(Error::invalid(
+                "task",
+                format!("unknown task `{other}` (expected causal_lm, sequence_classification or token_classification)"),
+            )),
+        }
+    }
+
+    pub fn is_classification(self) -> bool {
+        self != Task::CausalLm
+    }
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    #[default]
+    Adamw,
+    /// `torch.optim.SGD`, with optional momentum.
+    Sgd,
+}
+
+/// The learning-rate schedule over optimizer steps (transformers' formulas).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    /// Linear warmup (if any), then constant.
+    Constant,
+    /// Linear warmup, then linear decay to 0 at the last step.
+    #[default]
+    Linear,
+    /// Linear warmup, then half a cosine down to 0 at the last step.
+    Cosine,
+}
+
+/// The JSONL files, relative to the run file's folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub train: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+}
+
+fn d_batch() -> usize {
+    8
+}
+fn d_one() -> usize {
+    1
+}
+fn d_lr() -> f32 {
+    5e-5
+}
+fn d_beta1() -> f32 {
+    0.9
+}
+fn d_beta2() -> f32 {
+    0.999
+}
+fn d_eps() -> f32 {
+    1e-8
+}
+fn d_clip() -> f32 {
+    1.0
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_logging() -> u64 {
+    10
+}
+fn d_true() -> bool {
+    true
+}
+
+/// A run file. Paths are as written; [`TrainConfig::load`] resolves them against the file's folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The base model folder (`config.json`, safetensors, `tokenizer.json` for text data).
+    pub model: PathBuf,
+    pub task: Task,
+    /// Classes of a classification task; default: the model's classifier size, or its config's
+    /// `id2label` / `num_labels` (2 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_labels: Option<usize>,
+    /// A PEFT `LoraConfig` as JSON (`r`, `lora_alpha`, `target_modules`, ...). Required unless
+    /// `init_adapter` or `resume_from` gives the adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft: Option<Value>,
+    pub data: DataConfig,
+    pub output_dir: PathBuf,
+    /// Passes over the training data (fractions allowed); ignored when `max_steps` is set. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    /// Optimizer steps to run; wins over `epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
+    /// Examples per micro-batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Examples per evaluation batch (default: `batch_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "d_one")]
+    pub gradient_accumulation_steps: usize,
+    #[serde(default = "d_lr")]
+    pub learning_rate: f32,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default)]
+    pub weight_decay: f32,
+    #[serde(default = "d_beta1")]
+    pub adam_beta1: f32,
+    #[serde(default = "d_beta2")]
+    pub adam_beta2: f32,
+    #[serde(default = "d_eps")]
+    pub adam_epsilon: f32,
+    #[serde(default)]
+    pub momentum: f32,
+    #[serde(default)]
+    pub lr_scheduler: SchedulerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ratio: Option<f64>,
+    /// Global gradient-norm clip; 0 = no clipping.
+    #[serde(default = "d_clip")]
+    pub max_grad_norm: f32,
+    /// Seeds the LoRA initialization, the dropout masks and (unless `data_seed`) the data order.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seed: Option<u64>,
+    /// Evaluate dev every N optimizer steps; 0 = only before and after training.
+    #[serde(default)]
+    pub eval_steps: u64,
+    /// Log (metrics.jsonl, plain progress line) every N optimizer steps.
+    #[serde(default = "d_logging")]
+    pub logging_steps: u64,
+    /// Write `checkpoint-<step>/` every N optimizer steps; 0 = none.
+    #[serde(default)]
+    pub save_steps: u64,
+    /// Keep only the newest N checkpoints; 0 = keep all.
+    #[serde(default)]
+    pub save_total_limit: usize,
+    /// Token limit per example (longer ones are truncated, special tokens kept); default: the
+    /// model's `max_position_embeddings`, at most 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seq_length: Option<usize>,
+    /// Sort each shuffled chunk of 50 batches by length, so batches carry less padding.
+    #[serde(default = "d_true")]
+    pub bucket_by_length: bool,
+    /// A PEFT adapter folder to start from instead of a fresh adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<PathBuf>,
+    /// A checkpoint folder to continue from, or `"latest"` (the newest in `output_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
+}
+
+/// The PEFT classifier heads PEFT adds to `modules_to_save` for classification tasks.
+pub const CLASSIFIER_MODULES: [&str; 2] = ["classifier", "score"];
+
+impl TrainConfig {
+    /// Reads a run file, checks it, and resolves its relative paths against the file's folder.
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let file_err = |detail: String| Error::File { path: path.display().to_string(), detail };
+        let mut c: TrainConfig = serde_json::from_str(&text).map_err(|e| file_err(format!("{e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        c.resolve_paths(&base);
+        c.validate().map_err(|e| file_err(e.to_string()))?;
+        Ok(c)
+    }
+
+    /// Makes relative paths relative to `base` (the run file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = clean_path(&base.join(&*p));
+            }
+        };
+        fix(&mut self.model);
+        fix(&mut self.output_dir);
+        fix(&mut self.data.train);
+        if let Some(p) = &mut self.data.dev {
+            fix(p);
+        }
+        if let Some(p) = &mut self.data.test {
+            fix(p);
+        }
+        if let Some(p) = &mut self.init_adapter {
+            fix(p);
+        }
+        if let Some(r) = &mut self.resume_from {
+            if r != "latest" && Path::new(r.as_str()).is_relative() {
+                *r = clean_path(&base.join(r.as_str())).display().to_string();
+            }
+        }
+    }
+
+    /// Checks the values (not the files).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, detail: String| Err(Error::invalid("train config", format!("`{field}`: {detail}")));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if self.eval_batch_size == Some(0) {
+            return bad("eval_batch_size", "must be at least 1".into());
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("gradient_accumulation_steps", "must be at least 1".into());
+        }
+        if let Some(e) = self.epochs {
+            if !(e.is_finite() && e > 0.0) {
+                return bad("epochs", format!("{e} must be a positive number"));
+            }
+        }
+        if self.max_steps == Some(0) {
+            return bad("max_steps", "must be at least 1".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
+            return bad("learning_rate", format!("{} must be a finite number >= 0", self.learning_rate));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", format!("{} must be >= 0", self.weight_decay));
+        }
+        for (f, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(f, format!("{v} must be in [0, 1)"));
+            }
+        }
+        if !(self.adam_epsilon.is_finite() && self.adam_epsilon >= 0.0) {
+            return bad("adam_epsilon", format!("{} must be >= 0", self.adam_epsilon));
+        }
+        if !(self.momentum.is_finite() && self.momentum >= 0.0) {
+            return bad("momentum", format!("{} must be >= 0", self.momentum));
+        }
+        if let Some(r) = self.warmup_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return bad("warmup_ratio", format!("{r} must be in [0, 1]"));
+            }
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
+            return bad("max_grad_norm", format!("{} must be >= 0 (0 = no clipping)", self.max_grad_norm));
+        }
+        if self.logging_steps == 0 {
+            return bad("logging_steps", "must be at least 1".into());
+        }
+        if let Some(n) = self.max_seq_length {
+            let least = if self.task == Task::CausalLm { 2 } else { 1 };
+            if n < least {
+                return bad("max_seq_length", format!("{n} is too short (at least {least})"));
+            }
+        }
+        match self.num_labels {
+            Some(0) => return bad("num_labels", "must be at least 1".into()),
+            Some(_) if self.task == Task::CausalLm => {
+                return bad("num_labels", "only classification tasks have labels; remove it for causal_lm".into())
+            }
+            _ => {}
+        }
+        if self.peft.is_none() && self.init_adapter.is_none() && self.resume_from.is_none() {
+            return bad("peft", "missing: give a LoRA config (or `init_adapter` / `resume_from`)".into());
+        }
+        if self.peft.is_some() && self.init_adapter.is_some() {
+            return bad(
+                "init_adapter",
+                "the adapter folder carries its own LoRA config; remove the `peft` section to use it".into(),
+            );
+        }
+        if let Some(p) = &self.peft {
+            self.lora_config_from(p)?;
+        }
+        Ok(())
+    }
+
+    /// The LoRA config of the `peft` section: PEFT's `task_type` from `task` when absent, and for
+    /// classification the classifier heads added to `modules_to_save` as PEFT does. Keys PEFT does not
+    /// know are errors here (this file is ours).
+    pub fn lora_config(&self) -> Result<Option<LoraConfig>> {
+        self.peft.as_ref().map(|p| self.lora_config_from(p)).transpose()
+    }
+
+    fn lora_config_from(&self, section: &Value) -> Result<LoraConfig> {
+        let bad = |detail: String| Error::invalid("train config", format!("`peft`: {detail}"));
+        let Value::Object(obj) = section else {
+            return Err(bad("must be an object of LoraConfig fields".into()));
+        };
+        let mut obj = obj.clone();
+        obj.entry("task_type").or_insert_with(|| Value::String(self.task.peft_task_type().into()));
+        let (mut config, warnings) = LoraConfig::from_json(Value::Object(obj)).map_err(|e| bad(e.to_string()))?;
+        if let Some(w) = warnings.first() {
+            return Err(bad(w.replace("adapter_config: ", "").replace(" ignored", " (not a LoraConfig field)")));
+        }
+        match config.task_type.as_deref() {
+            Some(t) if Task::from_peft_task_type(t) != Some(self.task) => {
+                return Err(bad(format!(
+                    "task_type `{t}` does not match task `{}` (expected {})",
+                    self.task.name(),
+                    self.task.peft_task_type()
+                )))
+            }
+            _ => {}
+        }
+        if self.task.is_classification() {
+            let list = config.modules_to_save.get_or_insert_with(Vec::new);
+            for m in CLASSIFIER_MODULES {
+                if !list.iter().any(|x| x == m) {
+                    list.push(m.to_string());
+                }
+            }
+        }
+        if config.base_model_name_or_path.is_none() {
+            config.base_model_name_or_path = Some(self.model.display().to_string());
+        }
+        Ok(config)
+    }
+
+    /// Batch size used for evaluation.
+    pub fn eval_batch(&self) -> usize {
+        self.eval_batch_size.unwrap_or(self.batch_size)
+    }
+
+    /// The seed of the data order.
+    pub fn data_order_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
+    }
+}
+
+/// Removes `.` and `dir/..` pairs lexically (`examples/../assets/m` → `assets/m`), so paths read well
+/// in messages and in the saved adapter config.
+pub fn clean_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
