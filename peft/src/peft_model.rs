@@ -651,12 +651,3 @@ mod tests {
         assert_eq!(super::thousands(1000), "1,000");
     }
 }
-
-/// Selects `TargetModules` from a comma-separated list or a regex, as on a command line.
-pub fn targets_from_arg(s: &str) -> TargetModules {
-    if s == "all-linear" || s.contains(['*', '(', '|', '^', '$', '\\', '[']) {
-        TargetModules::Pattern(s.to_string())
-    } else {
-        TargetModules::Names(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
-    }
-}
