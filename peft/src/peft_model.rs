@@ -1,7 +1,7 @@
 //! A base model with named LoRA adapters: add, load, activate, disable, delete, merge, save.
 //! Injection goes through the model's Linear hooks; `modules_to_save` heads get a trainable copy per
 //! adapter, as PEFT's `ModulesToSaveWrapper` does.
-use crate::config::{InitLoraWeights, LoraConfig, TargetModules};
+use crate::config::{InitLoraWeights, LoraConfig};
 use crate::lora::{DropoutClock, LoraLayer, LoraWeights};
 use crate::targets;
 use engine::io::{save_safetensors, SafeTensors};
