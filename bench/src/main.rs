@@ -18,7 +18,11 @@ const SUBCOMMANDS: &[(&str, &str, Entry)] = &[
     ("gemm", "f32 GEMM GFLOP/s on square and transformer shapes", gemm::run_gemm),
     ("fma-peak", "f32 FMA peak GFLOP/s, single thread and all threads", gemm::run_fma_peak),
     ("load", "RSS and time of loading a model folder and one 16x128 forward pass", load::run),
-    ("train-step", "LoRA training steps on a MiniLM-shaped BERT and a small LLaMA (tokens/s, peak RSS)", train_step::run),
+    (
+        "train-step",
+        "LoRA training steps on a MiniLM-shaped BERT and a small LLaMA (tokens/s, peak RSS)",
+        train_step::run,
+    ),
 ];
 
 fn usage() {

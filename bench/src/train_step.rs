@@ -124,7 +124,14 @@ fn run_one(which: &str, steps: usize) -> Result<(), String> {
         let mut model = PeftModel::new(base);
         let (batch, seq, vocab, targets, r, alpha): (usize, usize, usize, &[&str], usize, f32) = match which {
             "bert" => (16, 128, 30522, &["query", "value"], 8, 16.0),
-            _ => (4, 256, 32000, &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], 16, 32.0),
+            _ => (
+                4,
+                256,
+                32000,
+                &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                16,
+                32.0,
+            ),
         };
         let mut cfg = LoraConfig::new(r, alpha, targets);
         if which == "bert" {

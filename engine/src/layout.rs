@@ -31,12 +31,7 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => {
-                return Err(Error::shape(
-                    op,
-                    format!("shapes {a:?} and {b:?} cannot be broadcast together"),
-                ))
-            }
+            _ => return Err(Error::shape(op, format!("shapes {a:?} and {b:?} cannot be broadcast together"))),
         };
     }
     Ok(out)

@@ -4,7 +4,15 @@ mod common;
 use common::*;
 use engine::{lora_linear, Tensor};
 
-fn composed(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor, s: f32, xd: &Tensor) -> engine::Result<Tensor> {
+fn composed(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    s: f32,
+    xd: &Tensor,
+) -> engine::Result<Tensor> {
     let y = x.matmul(&w.t()?)?;
     let y = match bias {
         Some(bb) => y.add(bb)?,

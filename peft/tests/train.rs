@@ -526,20 +526,6 @@ fn the_sentiment_example_config_is_valid() {
     assert_eq!(lora.modules_to_save, Some(vec!["classifier".to_string(), "score".to_string()]));
 }
 
-/// The README's main job: `cargo test --release -p peft --test train -- --ignored --nocapture`.
-#[test]
-#[ignore = "the real main job: minutes of CPU, needs assets/all-MiniLM-L6-v2 and data/sentiment"]
-fn sentiment_main_job() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/sentiment-lora.json");
-    let out = std::env::temp_dir().join(format!("peft-sentiment-{}", std::process::id()));
-    let overrides = Overrides { output_dir: Some(out.clone()), ..Default::default() };
-    let s = train::run(&path, &overrides).unwrap();
-    println!("{}", serde_json::to_string_pretty(&s).unwrap());
-    let after = s.eval_after["dev"].accuracy.unwrap();
-    assert!(after > 0.7, "dev accuracy after training: {after}");
-    let _ = std::fs::remove_dir_all(out);
-}
-
 fn peft_cli(args: &[&std::ffi::OsStr]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the peft binary runs")
 }

@@ -5,7 +5,7 @@ use crate::tensor::{Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 
 /// Gradients of variables, keyed by tensor id.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct Grads {
     map: HashMap<TensorId, Tensor>,
 }

@@ -1,4 +1,4 @@
 //! CPU kernels.
 pub mod gemm;
-pub(crate) mod strided;
 pub mod pool;
+pub(crate) mod strided;

@@ -536,12 +536,15 @@ mod tests {
             Ok(ModelOutput { hidden: logits.clone(), logits: Some(logits) })
         }
         fn embed_tokens(&self, _ids: &Tensor) -> Result<Tensor> {
-            unimplemented!()
+            Err(crate::Error::invalid("ToyLm", "has no embeddings"))
         }
         fn named_parameters(&self) -> Vec<(String, Tensor)> {
             Vec::new()
         }
         fn visit_linears(&mut self, _f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
+            Ok(())
+        }
+        fn visit_parameters(&mut self, _f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
             Ok(())
         }
         fn head_paths(&self) -> Vec<String> {

@@ -17,8 +17,7 @@ impl Tensor {
                 return Err(Error::shape("cat", format!("shapes {shapes:?} differ outside dim {dim}")));
             }
         }
-        let parts: Vec<Tensor> =
-            tensors.iter().map(|t| t.float_input("cat")?.contiguous()).collect::<Result<_>>()?;
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.float_input("cat")?.contiguous()).collect::<Result<_>>()?;
         let outer: usize = first.shape()[..dim].iter().product();
         let inner: usize = first.shape()[dim + 1..].iter().product();
         let sizes: Vec<usize> = parts.iter().map(|t| t.shape()[dim]).collect();

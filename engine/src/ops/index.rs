@@ -141,7 +141,8 @@ impl Tensor {
             }
         }
         let index = index.clone();
-        let node = record("scatter_add", &[&base, &s], move |_, g| Ok(vec![Some(g.clone()), Some(g.gather(dim, &index)?)]));
+        let node =
+            record("scatter_add", &[&base, &s], move |_, g| Ok(vec![Some(g.clone()), Some(g.gather(dim, &index)?)]));
         Ok(Tensor::from_op(CpuStorage::F32(out), &xs, node))
     }
 }

@@ -36,7 +36,10 @@ pub fn lora_linear(
     };
     let bias = bias.map(|t| t.float_input(OP)).transpose()?;
     if w.rank() != 2 || a.rank() != 2 || b.rank() != 2 || x.rank() < 1 {
-        return Err(Error::shape(OP, format!("x {:?}, W {:?}, A {:?}, B {:?}", x.shape(), w.shape(), a.shape(), b.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("x {:?}, W {:?}, A {:?}, B {:?}", x.shape(), w.shape(), a.shape(), b.shape()),
+        ));
     }
     let (out_f, in_f, r) = (w.shape()[0], w.shape()[1], a.shape()[0]);
     let ok = x.shape()[x.rank() - 1] == in_f
@@ -120,10 +123,11 @@ pub fn lora_linear(
     let last = shape.len() - 1;
     shape[last] = out_f;
     let x_shape = x.shape().to_vec();
-    let inputs: Vec<Tensor> = [Some(x.clone()), Some(w.clone()), bias.clone(), Some(a.clone()), Some(b.clone()), Some(xd.clone())]
-        .into_iter()
-        .flatten()
-        .collect();
+    let inputs: Vec<Tensor> =
+        [Some(x.clone()), Some(w.clone()), bias.clone(), Some(a.clone()), Some(b.clone()), Some(xd.clone())]
+            .into_iter()
+            .flatten()
+            .collect();
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let has_bias = bias.is_some();
     let node = record(OP, &refs, move |_, g| {

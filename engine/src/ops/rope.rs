@@ -18,52 +18,24 @@ use rayon::prelude::*;
 pub fn rope_tables(positions: &Tensor, head_dim: usize, theta: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rope_tables";
     if head_dim == 0 || !head_dim.is_multiple_of(2) {
-        return Err(Error::shape(
-            OP,
-            format!("head_dim must be even and > 0, got {head_dim}"),
-        ));
+        return Err(Error::shape(OP, format!("head_dim must be even and > 0, got {head_dim}")));
     }
     if !(theta.is_finite() && theta > 0.0) {
-        return Err(Error::invalid(
-            OP,
-            format!("theta must be finite and > 0, got {theta}"),
-        ));
+        return Err(Error::invalid(OP, format!("theta must be finite and > 0, got {theta}")));
     }
     if !matches!(positions.rank(), 1 | 2) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "positions must be [t] or [batch, t], got {:?}",
-                positions.shape()
-            ),
-        ));
+        return Err(Error::shape(OP, format!("positions must be [t] or [batch, t], got {:?}", positions.shape())));
     }
     let pos: Vec<f32> = match positions.dtype() {
-        DType::I64 => positions
-            .to_vec::<i64>()?
-            .iter()
-            .map(|&p| p as f32)
-            .collect(),
+        DType::I64 => positions.to_vec::<i64>()?.iter().map(|&p| p as f32).collect(),
         DType::F32 => positions.detach().to_vec::<f32>()?,
-        other => {
-            return Err(Error::DType {
-                op: OP,
-                expected: DType::I64,
-                got: other,
-            })
-        }
+        other => return Err(Error::DType { op: OP, expected: DType::I64, got: other }),
     };
     let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
     let n = pos.len() * head_dim;
     let (mut cos, mut sin) = (vec![0.0f32; n], vec![0.0f32; n]);
-    for ((c, s), &p) in cos
-        .chunks_exact_mut(head_dim)
-        .zip(sin.chunks_exact_mut(head_dim))
-        .zip(&pos)
-    {
+    for ((c, s), &p) in cos.chunks_exact_mut(head_dim).zip(sin.chunks_exact_mut(head_dim)).zip(&pos) {
         for (i, &f) in inv_freq.iter().enumerate() {
             let a = p * f;
             let (ca, sa) = (a.cos(), a.sin());
@@ -72,23 +44,13 @@ pub fn rope_tables(positions: &Tensor, head_dim: usize, theta: f32) -> Result<(T
     }
     let mut shape = positions.shape().to_vec();
     shape.push(head_dim);
-    Ok((
-        Tensor::from_vec(cos, &shape)?,
-        Tensor::from_vec(sin, &shape)?,
-    ))
+    Ok((Tensor::from_vec(cos, &shape)?, Tensor::from_vec(sin, &shape)?))
 }
 
 /// `out = x·cos + rotate_half(x)·sin` over rows of `x` (or, with `transpose`, the adjoint map
 /// `x·cos + rotate_halfᵀ(x·sin)`, the backward). `x` is `[batch, heads, t, hd]` at any strides;
 /// `cos`/`sin` are contiguous rows of `hd`, row `ti` (or `bi·t + ti` when `per_batch`).
-fn rotate(
-    x: &[f32],
-    xl: &Layout,
-    cos: &[f32],
-    sin: &[f32],
-    per_batch: bool,
-    transpose: bool,
-) -> Vec<f32> {
+fn rotate(x: &[f32], xl: &Layout, cos: &[f32], sin: &[f32], per_batch: bool, transpose: bool) -> Vec<f32> {
     let sh = xl.shape();
     let (heads, t, hd) = (sh[1], sh[2], sh[3]);
     let st = xl.strides();
@@ -98,28 +60,26 @@ fn rotate(
         return out;
     }
     let rows_per_task = (MIN_PAR_ELEMS / hd).max(1);
-    out.par_chunks_mut(rows_per_task * hd)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, o) in chunk.chunks_exact_mut(hd).enumerate() {
-                let row = task * rows_per_task + r;
-                let (ti, hi, bi) = (row % t, (row / t) % heads, row / (t * heads));
-                let base = xl.offset() + bi * st[0] + hi * st[1] + ti * st[2];
-                let xs = |i: usize| x[base + i * st[3]];
-                let tr = if per_batch { bi * t + ti } else { ti } * hd;
-                let (c, s) = (&cos[tr..tr + hd], &sin[tr..tr + hd]);
-                for i in 0..half {
-                    let (x1, x2) = (xs(i), xs(i + half));
-                    if transpose {
-                        o[i] = x1 * c[i] + x2 * s[i + half];
-                        o[i + half] = x2 * c[i + half] - x1 * s[i];
-                    } else {
-                        o[i] = x1 * c[i] - x2 * s[i];
-                        o[i + half] = x2 * c[i + half] + x1 * s[i + half];
-                    }
+    out.par_chunks_mut(rows_per_task * hd).enumerate().for_each(|(task, chunk)| {
+        for (r, o) in chunk.chunks_exact_mut(hd).enumerate() {
+            let row = task * rows_per_task + r;
+            let (ti, hi, bi) = (row % t, (row / t) % heads, row / (t * heads));
+            let base = xl.offset() + bi * st[0] + hi * st[1] + ti * st[2];
+            let xs = |i: usize| x[base + i * st[3]];
+            let tr = if per_batch { bi * t + ti } else { ti } * hd;
+            let (c, s) = (&cos[tr..tr + hd], &sin[tr..tr + hd]);
+            for i in 0..half {
+                let (x1, x2) = (xs(i), xs(i + half));
+                if transpose {
+                    o[i] = x1 * c[i] + x2 * s[i + half];
+                    o[i + half] = x2 * c[i + half] - x1 * s[i];
+                } else {
+                    o[i] = x1 * c[i] - x2 * s[i];
+                    o[i + half] = x2 * c[i + half] + x1 * s[i + half];
                 }
             }
-        });
+        }
+    });
     out
 }
 
@@ -134,23 +94,14 @@ impl Tensor {
         const OP: &str = "rope";
         let x = self.float_input(OP)?;
         if x.rank() != 4 {
-            return Err(Error::shape(
-                OP,
-                format!("x must be [batch, heads, t, head_dim], got {:?}", x.shape()),
-            ));
+            return Err(Error::shape(OP, format!("x must be [batch, heads, t, head_dim], got {:?}", x.shape())));
         }
         let (batch, t, hd) = (x.shape()[0], x.shape()[2], x.shape()[3]);
         if hd % 2 != 0 {
-            return Err(Error::shape(
-                OP,
-                format!("head_dim must be even, got {hd} (x {:?})", x.shape()),
-            ));
+            return Err(Error::shape(OP, format!("head_dim must be even, got {hd} (x {:?})", x.shape())));
         }
         if cos.shape() != sin.shape() {
-            return Err(Error::shape(
-                OP,
-                format!("cos {:?} and sin {:?} differ", cos.shape(), sin.shape()),
-            ));
+            return Err(Error::shape(OP, format!("cos {:?} and sin {:?} differ", cos.shape(), sin.shape())));
         }
         let per_batch = match cos.shape() {
             [ct, cd] if *ct == t && *cd == hd => false,
@@ -159,39 +110,22 @@ impl Tensor {
             other => {
                 return Err(Error::shape(
                     OP,
-                    format!(
-                        "cos/sin {other:?} do not fit x {:?}: need [t, hd] or [batch, t, hd]",
-                        x.shape()
-                    ),
+                    format!("cos/sin {other:?} do not fit x {:?}: need [t, hd] or [batch, t, hd]", x.shape()),
                 ))
             }
         };
         if needs_grad(&[cos, sin]) {
-            return Err(Error::invalid(
-                OP,
-                "gradients for cos/sin are not supported: detach the tables",
-            ));
+            return Err(Error::invalid(OP, "gradients for cos/sin are not supported: detach the tables"));
         }
-        let (cos, sin) = (
-            cos.float_input(OP)?.contiguous()?,
-            sin.float_input(OP)?.contiguous()?,
-        );
+        let (cos, sin) = (cos.float_input(OP)?.contiguous()?, sin.float_input(OP)?.contiguous()?);
         let out = {
-            let (xd, cd, sd) = (
-                x.read_all::<f32>(OP)?,
-                cos.read::<f32>(OP)?,
-                sin.read::<f32>(OP)?,
-            );
+            let (xd, cd, sd) = (x.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
             rotate(&xd, x.layout(), &cd, &sd, per_batch, false)
         };
         let node = record(OP, &[&x], move |_, g| {
             let g = g.contiguous()?;
             let gx = {
-                let (gd, cd, sd) = (
-                    g.read_all::<f32>(OP)?,
-                    cos.read::<f32>(OP)?,
-                    sin.read::<f32>(OP)?,
-                );
+                let (gd, cd, sd) = (g.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
                 rotate(&gd, g.layout(), &cd, &sd, per_batch, true)
             };
             Ok(vec![Some(Tensor::from_vec(gx, g.shape())?)])

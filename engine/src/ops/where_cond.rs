@@ -15,9 +15,11 @@ impl Tensor {
         let m = mask.detach().to_dtype(DType::F32)?;
         let (a, b) = (on_true.float_input("where_cond")?, on_false.float_input("where_cond")?);
         let shape = broadcast_shapes("where_cond", &broadcast_shapes("where_cond", m.shape(), a.shape())?, b.shape())?;
-        let (lm, la, lb) = (m.layout().broadcast_as(&shape)?, a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
+        let (lm, la, lb) =
+            (m.layout().broadcast_as(&shape)?, a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
         let out = {
-            let (md, ad, bd) = (m.read_all::<f32>("where_cond")?, a.read_all::<f32>("where_cond")?, b.read_all::<f32>("where_cond")?);
+            let (md, ad, bd) =
+                (m.read_all::<f32>("where_cond")?, a.read_all::<f32>("where_cond")?, b.read_all::<f32>("where_cond")?);
             map_rows(&shape, [&lm, &la, &lb], |row, [om, oa, ob], [sm, sa, sb]| {
                 for (j, o) in row.iter_mut().enumerate() {
                     *o = if md[om + j * sm] != 0.0 { ad[oa + j * sa] } else { bd[ob + j * sb] };

@@ -124,56 +124,42 @@ fn scores(
 
 /// Forward: writes `out` (`[batch, heads, tq, dv]`, contiguous) and the per-row log-sum-exp
 /// `lse` (`[batch, heads, tq]`; `EMPTY_ROW` for rows with no visible key, whose output is 0).
-pub(crate) fn forward(
-    q: View4,
-    k: View4,
-    v: View4,
-    dims: Dims,
-    mask: Masking,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
+pub(crate) fn forward(q: View4, k: View4, v: View4, dims: Dims, mask: Masking, out: &mut [f32], lse: &mut [f32]) {
     let Dims { tq, dv, tk, .. } = dims;
     let group = dims.group();
-    out.par_chunks_mut(tq * dv)
-        .zip(lse.par_chunks_mut(tq))
-        .enumerate()
-        .for_each(|(bh, (o, l))| {
-            let (b, h) = (bh / dims.heads, bh % dims.heads);
-            o.par_chunks_mut(QUERY_BLOCK * dv)
-                .zip(l.par_chunks_mut(QUERY_BLOCK))
-                .enumerate()
-                .for_each(|(blk, (ob, lb))| {
-                    let r0 = blk * QUERY_BLOCK;
-                    let rows = lb.len();
-                    let kend = mask.visible_end(r0 + rows - 1, &dims);
-                    let mut s = vec![0.0f32; rows * kend];
-                    scores(&q, &k, &dims, &mask, b, h, r0, rows, kend, &mut s);
-                    for r in 0..rows {
-                        let row = &mut s[r * kend..(r + 1) * kend];
-                        lb[r] = softmax_row(row, mask.visible_end(r0 + r, &dims), |j| {
-                            mask.kept(b, j, tk)
-                        });
-                    }
-                    sgemm(
-                        rows,
-                        dv,
-                        kend,
-                        1.0,
-                        &s,
-                        kend,
-                        1,
-                        v.from(b, h / group, 0),
-                        v.rs(),
-                        v.cs(),
-                        0.0,
-                        ob,
-                        dv,
-                        1,
-                        Parallelism::Serial,
-                    );
-                });
-        });
+    out.par_chunks_mut(tq * dv).zip(lse.par_chunks_mut(tq)).enumerate().for_each(|(bh, (o, l))| {
+        let (b, h) = (bh / dims.heads, bh % dims.heads);
+        o.par_chunks_mut(QUERY_BLOCK * dv).zip(l.par_chunks_mut(QUERY_BLOCK)).enumerate().for_each(
+            |(blk, (ob, lb))| {
+                let r0 = blk * QUERY_BLOCK;
+                let rows = lb.len();
+                let kend = mask.visible_end(r0 + rows - 1, &dims);
+                let mut s = vec![0.0f32; rows * kend];
+                scores(&q, &k, &dims, &mask, b, h, r0, rows, kend, &mut s);
+                for r in 0..rows {
+                    let row = &mut s[r * kend..(r + 1) * kend];
+                    lb[r] = softmax_row(row, mask.visible_end(r0 + r, &dims), |j| mask.kept(b, j, tk));
+                }
+                sgemm(
+                    rows,
+                    dv,
+                    kend,
+                    1.0,
+                    &s,
+                    kend,
+                    1,
+                    v.from(b, h / group, 0),
+                    v.rs(),
+                    v.cs(),
+                    0.0,
+                    ob,
+                    dv,
+                    1,
+                    Parallelism::Serial,
+                );
+            },
+        );
+    });
 }
 
 /// Replaces the scores in `row` by probabilities over the keys `j < end` with `kept(j)` (0 for
@@ -241,10 +227,7 @@ pub(crate) fn backward(
         .for_each(|(bh, ((dq, dk), dvh))| {
             let (b, h) = (bh / dims.heads, bh % dims.heads);
             let kvh = h / group;
-            let (g_bh, lse_bh) = (
-                &g[bh * tq * dv..(bh + 1) * tq * dv],
-                &lse[bh * tq..(bh + 1) * tq],
-            );
+            let (g_bh, lse_bh) = (&g[bh * tq * dv..(bh + 1) * tq * dv], &lse[bh * tq..(bh + 1) * tq]);
             let mut p = Vec::new();
             let mut dp = Vec::new();
             for r0 in (0..tq).step_by(QUERY_BLOCK) {
@@ -261,32 +244,12 @@ pub(crate) fn backward(
                 for r in 0..rows {
                     let (end, l) = (mask.visible_end(r0 + r, &dims), lse_bh[r0 + r]);
                     for (j, x) in p[r * kend..(r + 1) * kend].iter_mut().enumerate() {
-                        *x = if l != EMPTY_ROW && j < end && mask.kept(b, j, tk) {
-                            (*x - l).exp()
-                        } else {
-                            0.0
-                        };
+                        *x = if l != EMPTY_ROW && j < end && mask.kept(b, j, tk) { (*x - l).exp() } else { 0.0 };
                     }
                 }
                 // dV += Pᵀ·g
                 if needs.v {
-                    sgemm(
-                        kend,
-                        dv,
-                        rows,
-                        1.0,
-                        &p,
-                        1,
-                        kend,
-                        g_blk,
-                        dv,
-                        1,
-                        1.0,
-                        dvh,
-                        dv,
-                        1,
-                        Parallelism::Serial,
-                    );
+                    sgemm(kend, dv, rows, 1.0, &p, 1, kend, g_blk, dv, 1, 1.0, dvh, dv, 1, Parallelism::Serial);
                 }
                 if !need_ds {
                     continue;

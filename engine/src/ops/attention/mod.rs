@@ -43,36 +43,23 @@ impl<'a> AttentionMask<'a> {
 
     /// The bottom-right aligned causal mask; scale `1/√d`.
     pub fn causal() -> Self {
-        AttentionMask {
-            causal: true,
-            ..Self::default()
-        }
+        AttentionMask { causal: true, ..Self::default() }
     }
 
     /// Adds a `[batch, tk]` key-padding mask (nonzero = attend).
     pub fn with_key_padding(self, key_padding: &'a Tensor) -> Self {
-        AttentionMask {
-            key_padding: Some(key_padding),
-            ..self
-        }
+        AttentionMask { key_padding: Some(key_padding), ..self }
     }
 
     /// Replaces the default `1/√d` scale.
     pub fn with_scale(self, scale: f32) -> Self {
-        AttentionMask {
-            scale: Some(scale),
-            ..self
-        }
+        AttentionMask { scale: Some(scale), ..self }
     }
 }
 
 fn view<'a>(data: &'a [f32], t: &Tensor) -> View4<'a> {
     let s = t.layout().strides();
-    View4 {
-        data,
-        offset: t.layout().offset(),
-        strides: [s[0], s[1], s[2], s[3]],
-    }
+    View4 { data, offset: t.layout().offset(), strides: [s[0], s[1], s[2], s[3]] }
 }
 
 /// `softmax(scale · q·kᵀ + mask) · v`, per batch and head.
@@ -83,22 +70,11 @@ fn view<'a>(data: &'a [f32], t: &Tensor) -> View4<'a> {
 /// Inputs may be any strided views (e.g. transposed projections): they are read in place.
 /// f32, bf16 and f16 inputs are accepted (computed in f32); gradients flow to f32 inputs.
 /// See [`AttentionMask`] for the masking rules, including fully masked rows (output 0).
-pub fn scaled_dot_product_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &AttentionMask,
-) -> Result<Tensor> {
+pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
     let (q, k, v) = (q.float_input(OP)?, k.float_input(OP)?, v.float_input(OP)?);
     for (name, t) in [("q", &q), ("k", &k), ("v", &v)] {
         if t.rank() != 4 {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "{name} must be [batch, heads, time, dim], got {:?}",
-                    t.shape()
-                ),
-            ));
+            return Err(Error::shape(OP, format!("{name} must be [batch, heads, time, dim], got {:?}", t.shape())));
         }
     }
     let (sq, sk, sv) = (q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec());
@@ -108,19 +84,13 @@ pub fn scaled_dot_product_attention(
     if sk[0] != batch || sv[0] != batch || sv[1] != kv_heads || sv[2] != tk || sk[3] != d {
         return Err(Error::shape(
             OP,
-            format!(
-                "{}: need q [b, h, tq, d], k [b, hk, tk, d], v [b, hk, tk, dv]",
-                shapes()
-            ),
+            format!("{}: need q [b, h, tq, d], k [b, hk, tk, d], v [b, hk, tk, dv]", shapes()),
         ));
     }
     if kv_heads == 0 || heads % kv_heads != 0 {
         return Err(Error::shape(
             OP,
-            format!(
-                "{}: {heads} query heads are not a multiple of {kv_heads} kv heads",
-                shapes()
-            ),
+            format!("{}: {heads} query heads are not a multiple of {kv_heads} kv heads", shapes()),
         ));
     }
     if d == 0 {
@@ -132,20 +102,11 @@ pub fn scaled_dot_product_attention(
             if m.shape() != [batch, tk] {
                 return Err(Error::shape(
                     OP,
-                    format!(
-                        "key_padding must be [batch, tk] = [{batch}, {tk}], got {:?}",
-                        m.shape()
-                    ),
+                    format!("key_padding must be [batch, tk] = [{batch}, {tk}], got {:?}", m.shape()),
                 ));
             }
-            if !matches!(
-                m.dtype(),
-                DType::U8 | DType::I64 | DType::F32 | DType::BF16 | DType::F16
-            ) {
-                return Err(Error::invalid(
-                    OP,
-                    format!("key_padding of dtype {:?}", m.dtype()),
-                ));
+            if !matches!(m.dtype(), DType::U8 | DType::I64 | DType::F32 | DType::BF16 | DType::F16) {
+                return Err(Error::invalid(OP, format!("key_padding of dtype {:?}", m.dtype())));
             }
             Some(m.detach().to_vec_f32()?.iter().map(|&x| x != 0.0).collect())
         }
@@ -162,74 +123,32 @@ pub fn scaled_dot_product_attention(
         // Nothing to compute (or no key at all: every row is fully masked): zeros, zero gradients.
         let (iq, ik, iv) = (q.clone(), k.clone(), v.clone());
         let node = record(OP, &[&q, &k, &v], move |_, _| {
-            let zero = |t: &Tensor| {
-                t.tracks_grad()
-                    .then(|| Tensor::zeros(t.shape(), DType::F32))
-            };
+            let zero = |t: &Tensor| t.tracks_grad().then(|| Tensor::zeros(t.shape(), DType::F32));
             Ok(vec![zero(&iq), zero(&ik), zero(&iv)])
         });
-        return Ok(Tensor::from_op(
-            CpuStorage::F32(vec![0.0; n_out]),
-            &out_shape,
-            node,
-        ));
+        return Ok(Tensor::from_op(CpuStorage::F32(vec![0.0; n_out]), &out_shape, node));
     }
 
-    let dims = Dims {
-        heads,
-        kv_heads,
-        tq,
-        tk,
-        d,
-        dv,
-    };
+    let dims = Dims { heads, kv_heads, tq, tk, d, dv };
     let mut out = vec![0.0f32; n_out];
     let mut lse = vec![0.0f32; batch * heads * tq];
     {
-        let (qd, kd, vd) = (
-            q.read_all::<f32>(OP)?,
-            k.read_all::<f32>(OP)?,
-            v.read_all::<f32>(OP)?,
-        );
-        let masking = Masking {
-            causal,
-            keep: keep.as_deref(),
-            scale,
-        };
-        cpu::forward(
-            view(&qd, &q),
-            view(&kd, &k),
-            view(&vd, &v),
-            dims,
-            masking,
-            &mut out,
-            &mut lse,
-        );
+        let (qd, kd, vd) = (q.read_all::<f32>(OP)?, k.read_all::<f32>(OP)?, v.read_all::<f32>(OP)?);
+        let masking = Masking { causal, keep: keep.as_deref(), scale };
+        cpu::forward(view(&qd, &q), view(&kd, &k), view(&vd, &v), dims, masking, &mut out, &mut lse);
     }
 
     let (iq, ik, iv) = (q.clone(), k.clone(), v.clone());
     let node = record(OP, &[&q, &k, &v], move |_, g| {
-        let needs = Needs {
-            q: iq.tracks_grad(),
-            k: ik.tracks_grad(),
-            v: iv.tracks_grad(),
-        };
+        let needs = Needs { q: iq.tracks_grad(), k: ik.tracks_grad(), v: iv.tracks_grad() };
         let g = g.contiguous()?;
         let mut dq = vec![0.0f32; batch * heads * tq * d];
         let mut dk_heads = vec![0.0f32; batch * heads * tk * d];
         let mut dv_heads = vec![0.0f32; batch * heads * tk * dv];
         {
             let gd = g.read::<f32>(OP)?;
-            let (qd, kd, vd) = (
-                iq.read_all::<f32>(OP)?,
-                ik.read_all::<f32>(OP)?,
-                iv.read_all::<f32>(OP)?,
-            );
-            let masking = Masking {
-                causal,
-                keep: keep.as_deref(),
-                scale,
-            };
+            let (qd, kd, vd) = (iq.read_all::<f32>(OP)?, ik.read_all::<f32>(OP)?, iv.read_all::<f32>(OP)?);
+            let masking = Masking { causal, keep: keep.as_deref(), scale };
             cpu::backward(
                 view(&qd, &iq),
                 view(&kd, &ik),
@@ -252,21 +171,9 @@ pub fn scaled_dot_product_attention(
                 cpu::sum_groups(&per_head, group, tk * n)
             }
         };
-        let dq = if needs.q {
-            Some(Tensor::from_vec(dq, &sq)?)
-        } else {
-            None
-        };
-        let dk = if needs.k {
-            Some(Tensor::from_vec(per_kv(dk_heads, d), &sk)?)
-        } else {
-            None
-        };
-        let dv = if needs.v {
-            Some(Tensor::from_vec(per_kv(dv_heads, dv), &sv)?)
-        } else {
-            None
-        };
+        let dq = if needs.q { Some(Tensor::from_vec(dq, &sq)?) } else { None };
+        let dk = if needs.k { Some(Tensor::from_vec(per_kv(dk_heads, d), &sk)?) } else { None };
+        let dv = if needs.v { Some(Tensor::from_vec(per_kv(dv_heads, dv), &sv)?) } else { None };
         Ok(vec![dq, dk, dv])
     });
     Ok(Tensor::from_op(CpuStorage::F32(out), &out_shape, node))
