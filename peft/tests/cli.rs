@@ -175,6 +175,52 @@ fn forward_with_an_adapter_matches_peft_on_every_lora_fixture() {
 }
 
 #[test]
+fn merge_writes_a_model_that_equals_base_plus_adapter() {
+    let fixtures = fixtures_dir();
+    let tmp = TempDir::new("merge");
+    let m = manifest();
+    for case in m["adapters"].as_array().unwrap().iter().filter(|c| c["peft_type"] == "LORA") {
+        let name = case["name"].as_str().unwrap();
+        let model_dir = fixtures.join(case["model_dir"].as_str().unwrap());
+        let merged = tmp.path(&format!("{name}-merged"));
+        let o = peft(&[
+            "merge",
+            "--model",
+            path_str(&model_dir),
+            "--adapter",
+            path_str(&fixtures.join(case["adapter_dir"].as_str().unwrap())),
+            "--out",
+            path_str(&merged),
+        ]);
+        assert_ok(&o, name);
+        let input = tmp.path(&format!("{name}-in.safetensors"));
+        save_safetensors(&input, &[("input_ids".to_string(), ids_tensor(&case["input_ids"]))], None).unwrap();
+        let out = run_forward(&merged, &input, &tmp.path(&format!("{name}-out.safetensors")));
+        let output = case["output"].as_str().unwrap();
+        let expected = SafeTensors::open(fixtures.join(case["expected"].as_str().unwrap())).unwrap();
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap(), case["atol"].as_f64().unwrap());
+        compare(
+            &format!("{name} merged"),
+            &out.tensor(output).unwrap(),
+            &expected.tensor_f32(output).unwrap(),
+            rtol,
+            atol,
+        );
+        // refuses to overwrite
+        let again = peft(&[
+            "merge",
+            "--model",
+            path_str(&model_dir),
+            "--adapter",
+            path_str(&fixtures.join(case["adapter_dir"].as_str().unwrap())),
+            "--out",
+            path_str(&merged),
+        ]);
+        assert_fails_with(&again, &["not empty"]);
+    }
+}
+
+#[test]
 fn forward_errors_exit_1_with_a_message() {
     let fixtures = fixtures_dir();
     let tmp = TempDir::new("forward-errors");

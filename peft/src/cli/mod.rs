@@ -3,6 +3,7 @@
 mod eval;
 mod forward;
 mod generate;
+mod merge;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a model (and adapter) on a JSONL file: loss, accuracy or perplexity.
     Eval(eval::EvalArgs),
+    /// Fold a LoRA adapter into its base model and write a Hugging Face model folder.
+    Merge(merge::MergeArgs),
 }
 
 /// Parses `args` (program name first), runs the subcommand, and returns the exit code.
@@ -46,6 +49,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Generate(args) => generate::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Merge(args) => merge::run(&args),
     };
     match result {
         Ok(()) => 0,
