@@ -55,6 +55,31 @@ pub(crate) fn sum_axis(x: &[f32], outer: usize, r: usize, inner: usize) -> Vec<f
         return out;
     }
     const COLS: usize = 2048;
+    let pieces_count = outer * inner.div_ceil(COLS);
+    let threads = rayon::current_num_threads();
+    if parallel && pieces_count < threads && r >= 2 * threads {
+        // Few output columns, a long reduced axis: split the axis, sum the partial rows after.
+        let parts = threads.min(r);
+        let partial: Vec<Vec<f32>> = (0..parts)
+            .into_par_iter()
+            .map(|t| {
+                let (j0, j1) = (t * r / parts, (t + 1) * r / parts);
+                let mut acc = vec![0.0f32; outer * inner];
+                for o in 0..outer {
+                    let row = &mut acc[o * inner..(o + 1) * inner];
+                    for j in j0..j1 {
+                        let base = (o * r + j) * inner;
+                        add_into(row, &x[base..base + inner]);
+                    }
+                }
+                acc
+            })
+            .collect();
+        for p in &partial {
+            add_into(&mut out, p);
+        }
+        return out;
+    }
     let task = |o: usize, c0: usize, acc: &mut [f32]| {
         let c1 = c0 + acc.len();
         for j in 0..r {
