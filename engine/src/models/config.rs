@@ -53,6 +53,9 @@ pub struct ModelConfig {
     /// Bias on the attention output projection (LLaMA's `attention_bias`).
     pub o_bias: bool,
     pub mlp_bias: bool,
+    /// Mistral's (and Qwen2's, when `use_sliding_window`) attention window. Sequences within it
+    /// compute exactly as full attention; longer ones are refused.
+    pub sliding_window: Option<usize>,
     pub pad_token_id: Option<i64>,
     pub bos_token_id: Option<i64>,
     pub eos_token_ids: Vec<i64>,
@@ -174,6 +177,13 @@ impl ModelConfig {
             qkv_bias: attention_bias || is_qwen2,
             o_bias: attention_bias,
             mlp_bias: raw.get("mlp_bias").and_then(Value::as_bool).unwrap_or(false),
+            sliding_window: match arch_name.as_str() {
+                "MistralForCausalLM" => get_usize(&raw, &["sliding_window"]),
+                "Qwen2ForCausalLM" if raw.get("use_sliding_window").and_then(Value::as_bool) == Some(true) => {
+                    get_usize(&raw, &["sliding_window"])
+                }
+                _ => None,
+            },
             pad_token_id: raw.get("pad_token_id").and_then(Value::as_i64),
             bos_token_id: raw.get("bos_token_id").and_then(Value::as_i64),
             eos_token_ids: token_ids(&raw, "eos_token_id"),

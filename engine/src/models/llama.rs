@@ -92,6 +92,17 @@ impl Model for Llama {
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let p = prefix_len(input, c.num_layers, nkv, hd, b)?;
         let cached = cache.as_ref().map(|k| k.len()).unwrap_or(0);
+        if let Some(w) = c.sliding_window {
+            if p + cached + t > w {
+                return Err(Error::invalid(
+                    "llama",
+                    format!(
+                        "{} positions exceed the sliding attention window of {w}, which is not implemented",
+                        p + cached + t
+                    ),
+                ));
+            }
+        }
         if let Some(k) = cache.as_deref_mut() {
             if k.layers.len() != c.num_layers {
                 *k = KvCache::new(c.num_layers);
