@@ -37,3 +37,35 @@ fn fixture_models_match_transformers() {
     }
     assert_eq!(checked, 4, "expected bert, bert-cls, gpt2 and llama cases");
 }
+
+#[test]
+fn half_precision_checkpoints_are_converted_once_on_load() {
+    use engine::io::save_safetensors;
+    use engine::DType;
+    let src = fixtures_dir().join("models/llama");
+    let f32_model = load(&src).unwrap();
+    let ids = engine::Tensor::from_vec(vec![5i64, 9, 3, 42, 7], &[1, 5]).unwrap();
+    let want = f32_model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None).unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let dir = std::env::temp_dir().join(format!("half-{}-{dtype:?}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+        let file = SafeTensors::open(src.join("model.safetensors")).unwrap();
+        let tensors: Vec<(String, engine::Tensor)> =
+            file.names().map(|n| (n.to_string(), file.tensor(n).unwrap().to_dtype(dtype).unwrap())).collect();
+        save_safetensors(dir.join("model.safetensors"), &tensors, None).unwrap();
+        let model = load(&dir).unwrap();
+        // the weights were converted to f32 owned memory (not mapped half floats)
+        let (_, w) = &model.named_parameters()[0];
+        assert_eq!(w.dtype(), DType::F32);
+        assert!(!w.is_memory_mapped());
+        let got = model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None).unwrap();
+        let (g, w) =
+            (got.logits.unwrap().to_vec::<f32>().unwrap(), want.logits.as_ref().unwrap().to_vec::<f32>().unwrap());
+        // weights rounded to 8 (bf16) or 11 (f16) significant bits move the logits a little, not more
+        let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < if dtype == DType::BF16 { 5e-2 } else { 5e-3 }, "{dtype:?}: {worst}");
+        assert!(worst > 0.0, "{dtype:?}: the half-precision file should differ from f32");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
