@@ -103,14 +103,7 @@ fn write_model(dir: &Path, which: &str) -> Result<(), String> {
 }
 
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    peft::train::metrics::peak_rss_mib().unwrap_or(f64::NAN)
 }
 
 fn run_one(which: &str, steps: usize) -> Result<(), String> {

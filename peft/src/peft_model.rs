@@ -221,8 +221,7 @@ impl PeftModel {
         // PEFT's rule: "all" trains every parameter named `*.bias` (LayerNorm biases too), "lora_only"
         // the biases of the wrapped Linears. A head saved whole trains its own copy instead.
         let names: Vec<String> = self.base.named_parameters().into_iter().map(|(n, _)| n).collect();
-        let in_saved =
-            |n: &str| saved_modules.keys().any(|p| n.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+        let in_saved = |n: &str| saved_modules.keys().any(|p| is_under(n, p));
         let biases: Vec<String> = match config.bias.as_str() {
             "all" => names.iter().filter(|n| n.ends_with(".bias") && !in_saved(n)).cloned().collect(),
             "lora_only" => targets.iter().map(|p| format!("{p}.bias")).filter(|n| names.contains(n)).collect(),
@@ -261,7 +260,7 @@ impl PeftModel {
             }
             Ok(())
         })?;
-        let in_saved = |n: &str| saved.keys().any(|p| n.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')));
+        let in_saved = |n: &str| saved.keys().any(|p| is_under(n, p));
         self.base.visit_parameters(&mut |pname, t| {
             if !pname.ends_with(".bias") || in_saved(pname) {
                 return Ok(());
@@ -619,6 +618,11 @@ impl Model for PeftModel {
     fn head_paths(&self) -> Vec<String> {
         self.base.head_paths()
     }
+}
+
+/// Whether parameter `name` belongs to the module at `path` (`classifier.bias` under `classifier`).
+fn is_under(name: &str, path: &str) -> bool {
+    name.strip_prefix(path).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// `modules_to_save` entries match a module path exactly or as a dotted suffix.

@@ -6,18 +6,7 @@ use engine::Tensor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("PEFT_FIXTURES_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures"),
-    }
-}
-
-fn manifest() -> serde_json::Value {
-    let path = fixtures_dir().join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
+use integration_tests::{fixtures_dir, manifest};
 
 /// A fresh folder for one test under cargo's scratch directory, removed on drop.
 struct TempDir(PathBuf);

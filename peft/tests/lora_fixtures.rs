@@ -3,22 +3,8 @@
 use engine::io::SafeTensors;
 use engine::models::{load, ForwardInput};
 use peft::{LoraConfig, PeftModel};
-use std::path::PathBuf;
 
-fn fixtures() -> PathBuf {
-    std::env::var("PEFT_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures"))
-}
-
-fn manifest() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap()
-}
-
-fn ids(case: &serde_json::Value) -> engine::Tensor {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(case["input_ids"].clone()).unwrap();
-    engine::Tensor::from_vec(rows.concat(), &[rows.len(), rows[0].len()]).unwrap()
-}
+use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest};
 
 /// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
 const MULTIPLE: f32 = 5.0;

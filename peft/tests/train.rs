@@ -8,10 +8,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 fn fixture_model(name: &str) -> PathBuf {
-    let fixtures = std::env::var("PEFT_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures"));
-    fixtures.join("models").join(name)
+    integration_tests::fixtures_dir().join("models").join(name)
 }
 
 /// A folder of its own under the system temp dir, removed on drop.
