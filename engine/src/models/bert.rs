@@ -6,8 +6,9 @@ use super::common::{
 use super::{batch_seq, Architecture, ForwardInput, KvCache, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
-use crate::nn::{Embedding, HookedLinear, LayerNorm, Linear, Module};
+use crate::nn::{BlockNorm, Embedding, HookedLinear, LayerNorm, Linear, Module, ResidualHook, ResidualHooks, Sublayer};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 pub struct BertLayer {
     pub query: HookedLinear,
@@ -34,6 +35,8 @@ pub struct Bert {
     /// Parameters the checkpoint lacked and that were freshly initialized (e.g. a new classifier),
     /// as transformers warns about them.
     pub newly_initialized: Vec<String>,
+    /// Where each layer adds its attention / feed-forward output to the residual (adapters).
+    pub residual_hooks: ResidualHooks,
 }
 
 impl Bert {
@@ -109,6 +112,7 @@ impl Bert {
             pooler,
             classifier,
             newly_initialized,
+            residual_hooks: ResidualHooks::default(),
             prefix,
             config,
         })
@@ -116,6 +120,7 @@ impl Bert {
 
     fn layer_forward(
         &self,
+        index: usize,
         layer: &BertLayer,
         x: &Tensor,
         prefix: Option<&super::KvPrefix>,
@@ -126,9 +131,12 @@ impl Bert {
         let k = split_heads(&layer.key.forward(x)?, c.num_heads, c.head_dim)?;
         let v = split_heads(&layer.value.forward(x)?, c.num_heads, c.head_dim)?;
         let ctx = merge_heads(&attend(&q, k, v, prefix, None, mask, false)?)?;
-        let attn = layer.attention_norm.forward(&layer.attention_output.forward(&ctx)?.add(x)?)?;
+        let hooks = &self.residual_hooks;
+        let attn_norm = Some(BlockNorm::Layer(&layer.attention_norm));
+        let attn = hooks.apply(index, Sublayer::Attention, &layer.attention_output.forward(&ctx)?, x, attn_norm)?;
         let inter = activation(&c.hidden_act, &layer.intermediate.forward(&attn)?)?;
-        layer.output_norm.forward(&layer.output.forward(&inter)?.add(&attn)?)
+        let out_norm = Some(BlockNorm::Layer(&layer.output_norm));
+        hooks.apply(index, Sublayer::FeedForward, &layer.output.forward(&inter)?, &attn, out_norm)
     }
 }
 
@@ -160,7 +168,7 @@ impl Model for Bert {
         x = self.embeddings_norm.forward(&x)?;
         let mask = key_mask(input, b, p, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, &x, input.prefix.map(|pr| &pr[i]), mask.as_ref())?;
+            x = self.layer_forward(i, layer, &x, input.prefix.map(|pr| &pr[i]), mask.as_ref())?;
         }
         let logits = match (c.architecture, &self.classifier) {
             (Architecture::BertForSequenceClassification, Some(cl)) => {
@@ -260,5 +268,9 @@ impl Model for Bert {
 
     fn head_paths(&self) -> Vec<String> {
         self.classifier.iter().map(|_| "classifier".to_string()).collect()
+    }
+
+    fn set_residual_hook(&mut self, layer: usize, site: Sublayer, hook: Option<Arc<dyn ResidualHook>>) -> Result<()> {
+        self.residual_hooks.set(layer, site, hook, self.layers.len())
     }
 }

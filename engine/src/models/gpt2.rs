@@ -7,8 +7,9 @@ use super::common::{
 use super::{batch_seq, ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
-use crate::nn::{Embedding, HookedLinear, LayerNorm, Linear, Module};
+use crate::nn::{Embedding, HookedLinear, LayerNorm, Linear, Module, ResidualHook, ResidualHooks, Sublayer};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 pub struct Gpt2Block {
     pub ln_1: LayerNorm,
@@ -27,6 +28,8 @@ pub struct Gpt2 {
     pub ln_f: LayerNorm,
     /// Tied to `wte` (same tensor).
     pub lm_head: HookedLinear,
+    /// Where each block adds its attention / MLP output to the residual (adapters).
+    pub residual_hooks: ResidualHooks,
 }
 
 /// A Conv1D `[in, out]` weight as a Linear (transposed view) with its bias.
@@ -79,6 +82,7 @@ impl Gpt2 {
             wte,
             blocks,
             lm_head,
+            residual_hooks: ResidualHooks::default(),
             config,
         })
     }
@@ -116,9 +120,9 @@ impl Model for Gpt2 {
             let slot = cache.as_deref_mut().map(|k| &mut k.layers[i]);
             let prefix: Option<&KvPrefix> = input.prefix.map(|pr| &pr[i]);
             let ctx = merge_heads(&attend(&q, k, v, prefix, slot, mask.as_ref(), true)?)?;
-            x = x.add(&blk.attn_c_proj.forward(&ctx)?)?;
+            x = self.residual_hooks.apply(i, Sublayer::Attention, &blk.attn_c_proj.forward(&ctx)?, &x, None)?;
             let ff = activation(&c.hidden_act, &blk.c_fc.forward(&blk.ln_2.forward(&x)?)?)?;
-            x = x.add(&blk.mlp_c_proj.forward(&ff)?)?;
+            x = self.residual_hooks.apply(i, Sublayer::FeedForward, &blk.mlp_c_proj.forward(&ff)?, &x, None)?;
         }
         let hidden = self.ln_f.forward(&x)?;
         let logits = self.lm_head.forward(&hidden)?;
@@ -184,5 +188,9 @@ impl Model for Gpt2 {
 
     fn head_paths(&self) -> Vec<String> {
         vec!["lm_head".into()]
+    }
+
+    fn set_residual_hook(&mut self, layer: usize, site: Sublayer, hook: Option<Arc<dyn ResidualHook>>) -> Result<()> {
+        self.residual_hooks.set(layer, site, hook, self.blocks.len())
     }
 }

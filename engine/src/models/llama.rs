@@ -4,9 +4,10 @@ use super::common::{attend, key_mask, merge_heads, positions, prefix_len, split_
 use super::{batch_seq, ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
 use crate::error::{Error, Result};
 use crate::io::WeightFiles;
-use crate::nn::{Embedding, HookedLinear, Linear, Module, RmsNorm};
+use crate::nn::{Embedding, HookedLinear, Linear, Module, ResidualHook, ResidualHooks, RmsNorm, Sublayer};
 use crate::ops::rope::rope_tables;
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 pub struct LlamaLayer {
     pub input_layernorm: RmsNorm,
@@ -29,6 +30,8 @@ pub struct Llama {
     pub layers: Vec<LlamaLayer>,
     pub norm: RmsNorm,
     pub lm_head: HookedLinear,
+    /// Where each layer adds its attention / MLP output to the residual (adapters).
+    pub residual_hooks: ResidualHooks,
 }
 
 impl Llama {
@@ -64,7 +67,14 @@ impl Llama {
                 "tie_word_embeddings is false but the checkpoint has no lm_head.weight",
             ));
         };
-        Ok(Llama { norm: rms("norm.weight")?, embed_tokens, layers, lm_head, config })
+        Ok(Llama {
+            norm: rms("norm.weight")?,
+            embed_tokens,
+            layers,
+            lm_head,
+            residual_hooks: ResidualHooks::default(),
+            config,
+        })
     }
 
     fn layer_names(i: usize) -> [(String, LayerField); 7] {
@@ -123,10 +133,10 @@ impl Model for Llama {
             let slot = cache.as_deref_mut().map(|k| &mut k.layers[i]);
             let prefix: Option<&KvPrefix> = input.prefix.map(|pr| &pr[i]);
             let ctx = merge_heads(&attend(&q, k, v, prefix, slot, mask.as_ref(), true)?)?;
-            x = x.add(&layer.o_proj.forward(&ctx)?)?;
+            x = self.residual_hooks.apply(i, Sublayer::Attention, &layer.o_proj.forward(&ctx)?, &x, None)?;
             let hn = layer.post_attention_layernorm.forward(&x)?;
             let gated = layer.gate_proj.forward(&hn)?.silu()?.mul(&layer.up_proj.forward(&hn)?)?;
-            x = x.add(&layer.down_proj.forward(&gated)?)?;
+            x = self.residual_hooks.apply(i, Sublayer::FeedForward, &layer.down_proj.forward(&gated)?, &x, None)?;
         }
         let hidden = self.norm.forward(&x)?;
         let logits = self.lm_head.forward(&hidden)?;
@@ -190,5 +200,9 @@ impl Model for Llama {
 
     fn head_paths(&self) -> Vec<String> {
         vec!["lm_head".into()]
+    }
+
+    fn set_residual_hook(&mut self, layer: usize, site: Sublayer, hook: Option<Arc<dyn ResidualHook>>) -> Result<()> {
+        self.residual_hooks.set(layer, site, hook, self.layers.len())
     }
 }

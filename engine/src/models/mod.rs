@@ -18,7 +18,7 @@ pub mod tokenizer;
 pub use config::{Architecture, ModelConfig};
 
 use crate::error::{Error, Result};
-use crate::nn::HookedLinear;
+use crate::nn::{HookedLinear, ResidualHook, Sublayer};
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -121,6 +121,21 @@ pub trait Model: Send + Sync {
 
     /// Paths of the output head(s) that "all-linear" excludes (`lm_head`, `classifier`).
     fn head_paths(&self) -> Vec<String>;
+
+    /// Installs (`Some`) or removes (`None`) the hook that combines the output of `site` in block
+    /// `layer` with its residual (bottleneck adapters). Without a hook the model computes as before.
+    fn set_residual_hook(
+        &mut self,
+        layer: usize,
+        site: Sublayer,
+        hook: Option<std::sync::Arc<dyn ResidualHook>>,
+    ) -> Result<()> {
+        let _ = (layer, site, hook);
+        Err(Error::invalid(
+            "set_residual_hook",
+            format!("{} does not support sublayer residual hooks", self.config().architecture.name()),
+        ))
+    }
 }
 
 /// Loads a model folder: `config.json` picks the architecture, weights come from

@@ -9,6 +9,7 @@ pub mod hooked;
 pub mod linear;
 pub mod lstm;
 pub mod norm;
+pub mod residual_hook;
 
 pub use dropout::Dropout;
 pub use embedding::Embedding;
@@ -16,6 +17,7 @@ pub use hooked::{HookedLinear, LinearHook};
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmConfig};
 pub use norm::{LayerNorm, RmsNorm};
+pub use residual_hook::{BlockNorm, ResidualHook, ResidualHooks, Sublayer};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
