@@ -1,11 +1,10 @@
 //! Evaluation: loss and accuracy (classification) or perplexity (causal LM) of a model, with or
-//! without a LoRA adapter, over a JSONL file in the training data format. `peft eval` calls [`run`].
+//! without an adapter (any method), over a JSONL file in the training data format. `peft eval` calls [`run`].
+use crate::method::{self, AdapterModel};
 use crate::train::config::Task;
 use crate::train::data::{collate, load_jsonl, pad_id, Batch, DataSpec, Example, LazyTokenizer};
 use crate::train::load_task_model;
-use crate::PeftModel;
-use engine::io::SafeTensors;
-use engine::models::{ForwardInput, ModelConfig};
+use engine::models::{ForwardInput, Model, ModelConfig};
 use engine::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -59,7 +58,7 @@ pub fn task_loss(task: Task, logits: &Tensor, labels: &Tensor) -> Result<Tensor>
 }
 
 /// Runs the model on a batch and returns the logits.
-pub fn batch_logits(model: &PeftModel, batch: &Batch) -> Result<Tensor> {
+pub fn batch_logits<M: Model + ?Sized>(model: &M, batch: &Batch) -> Result<Tensor> {
     let input = ForwardInput {
         input_ids: Some(&batch.input_ids),
         attention_mask: Some(&batch.attention_mask),
@@ -98,7 +97,7 @@ fn correct(task: Task, logits: &Tensor, batch: &Batch) -> Result<usize> {
 /// Evaluates `examples` in batches of `batch_size` (sorted by length, which changes no result but
 /// saves padding), with dropout off and no autograd recording.
 pub fn evaluate(
-    model: &PeftModel,
+    model: &dyn AdapterModel,
     task: Task,
     examples: &[Example],
     batch_size: usize,
@@ -115,11 +114,13 @@ pub fn evaluate(
     for chunk in order.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
         let batch = collate(&refs, task, pad)?;
-        let logits = batch_logits(model, &batch)?;
-        if batch.items > 0 {
-            let loss = task_loss(task, &logits, &batch.labels)?.to_scalar()? as f64;
-            loss_sum += loss * batch.items as f64;
-        }
+        let logits = if batch.items > 0 {
+            let (logits, loss) = model.batch_loss(task, &batch)?;
+            loss_sum += loss.to_scalar()? as f64 * batch.items as f64;
+            logits
+        } else {
+            batch_logits(model, &batch)?
+        };
         items += batch.items;
         tokens += batch.tokens;
         right += correct(task, &logits, &batch)?;
@@ -163,17 +164,6 @@ pub struct EvalReport {
     pub warnings: Vec<String>,
 }
 
-/// The classifier size an adapter file carries (`...classifier.weight` / `...score.weight` rows).
-fn adapter_num_labels(adapter_dir: &Path) -> Result<Option<usize>> {
-    let file = SafeTensors::open(adapter_dir.join("adapter_model.safetensors"))?;
-    let found = file
-        .names()
-        .find(|n| n.ends_with("classifier.weight") || n.ends_with("score.weight"))
-        .and_then(|n| file.info(n))
-        .map(|i| i.shape[0]);
-    Ok(found)
-}
-
 /// `peft eval`: loads the model (as the task's architecture), the adapter if given, reads
 /// `data_file` and evaluates it.
 pub fn run(
@@ -186,44 +176,47 @@ pub fn run(
         return Err(Error::File { path: model_dir.display().to_string(), detail: "model folder not found".into() });
     }
     let model_config = ModelConfig::from_dir(model_dir)?;
-    let adapter_config = match adapter_dir {
-        Some(dir) => Some(crate::LoraConfig::from_file(&dir.join("adapter_config.json"))?.0),
-        None => None,
+    let adapter_task = match adapter_dir {
+        Some(dir) if !dir.join("adapter.safetensors").is_file() => method::adapter_task(dir)?,
+        _ => None,
     };
     let task = match options.task {
         Some(t) => t,
-        None => {
-            let from_adapter = adapter_config.as_ref().and_then(|c| c.task_type.as_deref());
-            match from_adapter.and_then(Task::from_peft_task_type) {
-                Some(t) => t,
-                None => {
-                    use engine::models::Architecture as A;
-                    match model_config.architecture {
-                        a if a.is_causal_lm() => Task::CausalLm,
-                        A::BertForSequenceClassification => Task::SequenceClassification,
-                        A::BertForTokenClassification => Task::TokenClassification,
-                        a => {
-                            return Err(Error::invalid(
-                                "eval",
-                                format!(
-                                    "cannot tell the task: the adapter has no task_type and {} is a {}; give the task",
-                                    model_dir.display(),
-                                    a.name()
-                                ),
-                            ))
-                        }
+        None => match adapter_task {
+            Some(t) => t,
+            None => {
+                use engine::models::Architecture as A;
+                match model_config.architecture {
+                    a if a.is_causal_lm() => Task::CausalLm,
+                    A::BertForSequenceClassification => Task::SequenceClassification,
+                    A::BertForTokenClassification => Task::TokenClassification,
+                    a => {
+                        return Err(Error::invalid(
+                            "eval",
+                            format!(
+                                "cannot tell the task: the adapter has no task_type and {} is a {}; give the task",
+                                model_dir.display(),
+                                a.name()
+                            ),
+                        ))
                     }
                 }
             }
-        }
+        },
     };
     let num_labels = match (options.num_labels, adapter_dir) {
         (Some(n), _) => Some(n),
-        (None, Some(dir)) if task.is_classification() => adapter_num_labels(dir)?,
+        (None, Some(dir)) if task.is_classification() => method::adapter_num_labels(dir)?,
         _ => None,
     };
     let (base, num_labels) = load_task_model(model_dir, task, num_labels)?;
-    let max_seq_length = options.max_seq_length.unwrap_or(model_config.max_position_embeddings.min(512));
+    let (model, warnings): (Box<dyn AdapterModel>, Vec<String>) = match adapter_dir {
+        Some(dir) => method::load_adapter_model(base, dir, false)?,
+        None => (Box::new(crate::PeftModel::new(base)), Vec::new()),
+    };
+    // A soft prompt's virtual tokens take positions too.
+    let positions = model_config.max_position_embeddings.saturating_sub(model.virtual_positions());
+    let max_seq_length = options.max_seq_length.unwrap_or(positions.min(512));
     let spec = DataSpec {
         task,
         num_labels: num_labels.unwrap_or(0),
@@ -232,13 +225,8 @@ pub fn run(
         model_dir: model_dir.to_path_buf(),
     };
     let examples = load_jsonl(data_file, &spec, &LazyTokenizer::new(model_dir))?;
-    let mut model = PeftModel::new(base);
-    let mut warnings = Vec::new();
-    if let Some(dir) = adapter_dir {
-        warnings = model.load_adapter(dir, "default", false)?;
-    }
     let pad = pad_id(model_dir, model_config.pad_token_id);
-    let metrics = evaluate(&model, task, &examples, options.batch_size.unwrap_or(32), pad)?;
+    let metrics = evaluate(model.as_ref(), task, &examples, options.batch_size.unwrap_or(32), pad)?;
     Ok(EvalReport {
         task,
         num_labels,

@@ -4,10 +4,12 @@ pub mod config;
 pub mod eval;
 pub mod lora;
 pub mod loss;
+pub mod method;
 pub mod peft_model;
 pub mod targets;
 pub mod train;
 
 pub use config::{LoraConfig, TargetModules};
 pub use engine;
+pub use method::AdapterModel;
 pub use peft_model::PeftModel;

@@ -56,31 +56,7 @@ impl PeftModel {
     /// sequence-classification adapter on a bare encoder folder gets the task model built (with
     /// the head size the adapter's saved classifier has). Returns the model and load warnings.
     pub fn from_pretrained(model_dir: &Path, adapter_dir: &Path) -> Result<(PeftModel, Vec<String>)> {
-        let (config, _) = LoraConfig::from_file(&adapter_dir.join("adapter_config.json"))?;
-        let base_config = engine::models::ModelConfig::from_dir(model_dir)?;
-        let architecture = match (config.task_type.as_deref(), base_config.architecture) {
-            (Some("SEQ_CLS"), engine::models::Architecture::BertModel) => {
-                Some(engine::models::Architecture::BertForSequenceClassification)
-            }
-            (Some("TOKEN_CLS"), engine::models::Architecture::BertModel) => {
-                Some(engine::models::Architecture::BertForTokenClassification)
-            }
-            _ => None,
-        };
-        let num_labels = if architecture.is_some() {
-            let file = SafeTensors::open(adapter_dir.join("adapter_model.safetensors"))?;
-            let head = ["classifier", "score"]
-                .iter()
-                .find_map(|h| file.info(&format!("{KEY_PREFIX}{h}.weight")).map(|i| i.shape[0]));
-            Some(head.ok_or_else(|| Error::File {
-                path: file.path().display().to_string(),
-                detail:
-                    "a classification adapter for a bare encoder needs its trained classifier (modules_to_save)".into(),
-            })?)
-        } else {
-            None
-        };
-        let base = engine::models::load_as(model_dir, architecture, num_labels)?;
+        let base = crate::method::load_base_for_adapter(model_dir, adapter_dir)?;
         let mut model = PeftModel::new(base);
         let warnings = model.load_adapter(adapter_dir, "default", false)?;
         Ok((model, warnings))
@@ -407,12 +383,7 @@ impl PeftModel {
     /// PEFT's `print_trainable_parameters` line.
     pub fn trainable_parameters_line(&self) -> String {
         let (t, a) = self.parameter_counts();
-        format!(
-            "trainable params: {} || all params: {} || trainable%: {:.4}",
-            thousands(t),
-            thousands(a),
-            100.0 * t as f64 / a.max(1) as f64
-        )
+        crate::method::trainable_line(t, a)
     }
 
     /// Writes `adapter_config.json` + `adapter_model.safetensors` in PEFT's format for `name`.
@@ -632,26 +603,4 @@ fn module_matches(path: &str, module: &str) -> bool {
 
 fn copy_tensor(t: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(t.to_vec_f32()?, t.shape())
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(super::thousands(1234567), "1,234,567");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1000), "1,000");
-    }
 }

@@ -1,4 +1,4 @@
-//! `peft eval`: loss and accuracy (classification) or perplexity (causal LM) of a model, with a LoRA
+//! `peft eval`: loss and accuracy (classification) or perplexity (causal LM) of a model, with an
 //! adapter, on a JSONL file in the training data format.
 use super::{check_model_dir, CliResult};
 use peft::eval::{self, EvalOptions};

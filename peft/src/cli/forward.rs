@@ -3,7 +3,6 @@ use super::{check_model_dir, CliResult};
 use engine::io::{save_safetensors, SafeTensors};
 use engine::models::{self, ForwardInput, Model};
 use engine::{DType, Tensor};
-use peft::PeftModel;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,7 +19,8 @@ pub struct ForwardArgs {
     /// `last_hidden_state`); written atomically.
     #[arg(long, value_name = "OUT.safetensors")]
     pub out: PathBuf,
-    /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors) to apply.
+    /// Adapter folder to apply: PEFT's (adapter_config.json + adapter_model.safetensors; any method)
+    /// or AdapterHub's.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
 }
@@ -60,11 +60,11 @@ pub fn run(args: &ForwardArgs) -> CliResult<()> {
     let _no_grad = engine::no_grad();
     let model: Box<dyn Model> = match &args.adapter {
         Some(dir) => {
-            let (m, warnings) = PeftModel::from_pretrained(&args.model, dir)?;
+            let (m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            Box::new(m)
+            m
         }
         None => models::load(&args.model)?,
     };

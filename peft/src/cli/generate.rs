@@ -35,7 +35,7 @@ pub struct GenerateArgs {
     /// Recompute the whole sequence at every step instead of keeping a key/value cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// PEFT adapter folder to apply to the model.
+    /// Adapter folder to apply to the model (PEFT's, any method, or AdapterHub's).
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
 }
@@ -58,11 +58,11 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     };
     let model: Box<dyn engine::models::Model> = match &args.adapter {
         Some(dir) => {
-            let (m, warnings) = peft::PeftModel::from_pretrained(&args.model, dir)?;
+            let (m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            Box::new(m)
+            m
         }
         None => engine::models::load(&args.model)?,
     };

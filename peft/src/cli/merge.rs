@@ -22,6 +22,15 @@ pub fn run(args: &MergeArgs) -> CliResult<()> {
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
         return Err(format!("{} exists and is not empty; choose a new folder", args.out.display()).into());
     }
+    let method = peft::method::adapter_method(&args.adapter)?;
+    if method != "LORA" {
+        return Err(format!(
+            "{}: merging folds LoRA weights into the base model; a {method} adapter has nothing to fold (use it with \
+             --adapter in forward, generate or eval)",
+            args.adapter.display()
+        )
+        .into());
+    }
     let (model, warnings) = PeftModel::from_pretrained(&args.model, &args.adapter)?;
     for w in warnings {
         eprintln!("warning: {w}");

@@ -25,7 +25,7 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Continue a prompt with a causal language model (greedy unless a temperature is given).
     Generate(generate::GenerateArgs),
-    /// Fine-tune a LoRA adapter from a JSON run file.
+    /// Fine-tune an adapter (LoRA, prompt tuning, P-tuning, ...) from a JSON run file.
     Train(train::TrainArgs),
     /// Evaluate a model (and adapter) on a JSONL file: loss, accuracy or perplexity.
     Eval(eval::EvalArgs),

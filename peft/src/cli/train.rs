@@ -1,4 +1,4 @@
-//! `peft train --config run.json`: LoRA fine-tuning from a run file (see `docs/train-config.md`).
+//! `peft train --config run.json`: adapter fine-tuning (the `peft` section picks the method) from a run file (see `docs/train-config.md`).
 use super::CliResult;
 use peft::train::{self, Overrides};
 use std::path::PathBuf;

@@ -1,9 +1,9 @@
-//! Checkpoints: `output_dir/checkpoint-<step>/` holds the adapter (PEFT format), the optimizer state
+//! Checkpoints: `output_dir/checkpoint-<step>/` holds the adapter (its method's format), the optimizer state
 //! (`optimizer.safetensors`) and `trainer_state.json` — everything a fresh process needs to continue
 //! exactly where the run stopped. A checkpoint is written into a temporary folder and renamed into
 //! place, so a crash never leaves a half-written `checkpoint-<step>`.
 use crate::eval::EvalMetrics;
-use crate::PeftModel;
+use crate::method::AdapterModel;
 use engine::io::{save_safetensors, SafeTensors};
 use engine::optim::{AdamW, Optimizer, Sgd, SgdState};
 use engine::{Error, Result, Tensor};
@@ -152,8 +152,7 @@ pub fn resolve_resume(spec: &str, output_dir: &Path) -> Result<PathBuf> {
 /// oldest checkpoints beyond `keep` (0 = keep all).
 pub fn save(
     output_dir: &Path,
-    model: &PeftModel,
-    adapter: &str,
+    model: &dyn AdapterModel,
     optimizer: &Opt,
     params: &[Tensor],
     state: &TrainerState,
@@ -169,7 +168,7 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    model.save_adapter(&tmp, adapter)?;
+    model.save_adapter(&tmp)?;
     let mut meta = BTreeMap::new();
     meta.insert("optimizer".to_string(), optimizer.name().to_string());
     save_safetensors(tmp.join(OPTIMIZER_STATE), &optimizer.state_tensors(params)?, Some(&meta))?;

@@ -2,7 +2,6 @@
 //! field names), the data and the training settings. Unknown keys are errors naming the key: this is
 //! our own format, and a misspelled setting must not silently fall back to its default. Every field
 //! is documented in `docs/train-config.md`.
-use crate::config::LoraConfig;
 use engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,8 +143,10 @@ pub struct TrainConfig {
     /// `id2label` / `num_labels` (2 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_labels: Option<usize>,
-    /// A PEFT `LoraConfig` as JSON (`r`, `lora_alpha`, `target_modules`, ...). Required unless
-    /// `init_adapter` or `resume_from` gives the adapter.
+    /// The adapter config as JSON with PEFT's field names; `peft_type` chooses the method (LORA when
+    /// absent: `r`, `lora_alpha`, `target_modules`, ...; PROMPT_TUNING, P_TUNING, PREFIX_TUNING), an
+    /// AdapterHub config a bottleneck adapter. Required unless `init_adapter` or `resume_from` gives
+    /// the adapter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peft: Option<Value>,
     pub data: DataConfig,
@@ -324,60 +325,45 @@ impl TrainConfig {
             _ => {}
         }
         if self.peft.is_none() && self.init_adapter.is_none() && self.resume_from.is_none() {
-            return bad("peft", "missing: give a LoRA config (or `init_adapter` / `resume_from`)".into());
+            return bad("peft", "missing: give an adapter config (or `init_adapter` / `resume_from`)".into());
         }
         if self.peft.is_some() && self.init_adapter.is_some() {
             return bad(
                 "init_adapter",
-                "the adapter folder carries its own LoRA config; remove the `peft` section to use it".into(),
+                "the adapter folder carries its own config; remove the `peft` section to use it".into(),
             );
         }
         if let Some(p) = &self.peft {
-            self.lora_config_from(p)?;
+            crate::method::check_section(p, self.task)?;
         }
         Ok(())
     }
 
-    /// The LoRA config of the `peft` section: PEFT's `task_type` from `task` when absent, and for
-    /// classification the classifier heads added to `modules_to_save` as PEFT does. Keys PEFT does not
-    /// know are errors here (this file is ours).
-    pub fn lora_config(&self) -> Result<Option<LoraConfig>> {
-        self.peft.as_ref().map(|p| self.lora_config_from(p)).transpose()
-    }
-
-    fn lora_config_from(&self, section: &Value) -> Result<LoraConfig> {
-        let bad = |detail: String| Error::invalid("train config", format!("`peft`: {detail}"));
-        let Value::Object(obj) = section else {
-            return Err(bad("must be an object of LoraConfig fields".into()));
-        };
-        let mut obj = obj.clone();
-        obj.entry("task_type").or_insert_with(|| Value::String(self.task.peft_task_type().into()));
-        let (mut config, warnings) = LoraConfig::from_json(Value::Object(obj)).map_err(|e| bad(e.to_string()))?;
-        if let Some(w) = warnings.first() {
-            return Err(bad(w.replace("adapter_config: ", "").replace(" ignored", " (not a LoraConfig field)")));
-        }
-        match config.task_type.as_deref() {
-            Some(t) if Task::from_peft_task_type(t) != Some(self.task) => {
-                return Err(bad(format!(
-                    "task_type `{t}` does not match task `{}` (expected {})",
-                    self.task.name(),
-                    self.task.peft_task_type()
-                )))
-            }
-            _ => {}
-        }
-        if self.task.is_classification() {
-            let list = config.modules_to_save.get_or_insert_with(Vec::new);
-            for m in CLASSIFIER_MODULES {
-                if !list.iter().any(|x| x == m) {
-                    list.push(m.to_string());
+    /// The `peft` section as the adapter is built from it: a PEFT config gets `base_model_name_or_path`
+    /// (the model folder) when it has none, as PEFT records it; the method's own defaults are applied
+    /// by [`crate::method::build_adapter_model`].
+    pub fn peft_section(&self) -> Result<Option<Value>> {
+        let Some(section) = &self.peft else { return Ok(None) };
+        let mut section = section.clone();
+        if crate::method::section_method(&section)? != "BOTTLENECK" {
+            if let Value::Object(obj) = &mut section {
+                if obj.get("base_model_name_or_path").is_none_or(Value::is_null) {
+                    obj.insert("base_model_name_or_path".into(), Value::String(self.model.display().to_string()));
                 }
             }
         }
-        if config.base_model_name_or_path.is_none() {
-            config.base_model_name_or_path = Some(self.model.display().to_string());
+        Ok(Some(section))
+    }
+
+    /// The LoRA config of a LoRA `peft` section (task defaults and the model path applied); `None` for
+    /// other methods or without a section.
+    pub fn lora_config(&self) -> Result<Option<crate::config::LoraConfig>> {
+        match self.peft_section()? {
+            Some(s) if crate::method::section_method(&s)? == "LORA" => {
+                Ok(Some(crate::method::lora_config_from_section(&s, self.task)?))
+            }
+            _ => Ok(None),
         }
-        Ok(config)
     }
 
     /// Batch size used for evaluation.

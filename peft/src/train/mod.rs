@@ -1,4 +1,4 @@
-//! `peft train`: LoRA fine-tuning from a JSON run file (see `docs/train-config.md`).
+//! `peft train`: fine-tuning with any PEFT method from a JSON run file (see `docs/train-config.md`).
 //!
 //! [`run`] reads the file, loads the model as the task's architecture, reads and tokenizes the
 //! JSONL data, evaluates dev (and test) before training, runs the optimizer loop (micro-batches,
@@ -12,8 +12,9 @@ pub mod data;
 pub mod metrics;
 mod trainer;
 
+pub use crate::method::ADAPTER_NAME;
 pub use config::{Task, TrainConfig};
-pub use trainer::{train, Summary, ADAPTER_NAME};
+pub use trainer::{train, Summary};
 
 use engine::models::{load, load_as, Architecture, Model, ModelConfig};
 use engine::{Error, Result};

@@ -4,8 +4,8 @@ use super::config::{OptimizerKind, SchedulerKind, Task, TrainConfig};
 use super::data::{collate, epoch_batches, epoch_seed, load_jsonl, pad_id, Batch, DataSpec, Example, LazyTokenizer};
 use super::load_task_model;
 use super::metrics::{peak_rss_mib, MetricsLog, Progress};
-use crate::eval::{batch_logits, evaluate, task_loss, EvalMetrics};
-use crate::PeftModel;
+use crate::eval::{evaluate, EvalMetrics};
+use crate::method::{self, AdapterModel};
 use engine::models::ModelConfig;
 use engine::optim::{clip_grad_norm, grad_norm, AdamW, LrSchedule, Sgd};
 use engine::{Error, Grads, Result, Tensor};
@@ -14,9 +14,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// The name the trained adapter has inside the model (PEFT's default).
-pub const ADAPTER_NAME: &str = "default";
 
 /// What a run did, also written to `output_dir/summary.json`.
 #[derive(Clone, Debug, Serialize)]
@@ -97,13 +94,12 @@ fn make_optimizer(config: &TrainConfig) -> Opt {
     }
 }
 
-/// The JSON of a LoRA config without the fields that saving changes, to compare configs.
-fn comparable(c: &crate::LoraConfig) -> serde_json::Value {
-    let mut c = c.clone();
-    c.inference_mode = false;
-    let mut v = c.to_json();
+/// An adapter config's JSON without the fields that saving changes, to compare configs.
+fn comparable(c: &serde_json::Value) -> serde_json::Value {
+    let mut v = c.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("peft_version");
+        o.insert("inference_mode".into(), serde_json::Value::Bool(false));
     }
     v
 }
@@ -120,12 +116,47 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let (base, num_labels) = load_task_model(model_dir, task, config.num_labels)
         .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?;
     let model_config = ModelConfig::from_dir(model_dir)?;
+    let out = &config.output_dir;
+    std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
+
+    // The adapter: from a checkpoint, from an adapter folder, or fresh; the method is the config's.
+    let mut warnings = Vec::new();
+    let resume_dir = config.resume_from.as_deref().map(|r| checkpoint::resolve_resume(r, out)).transpose()?;
+    let section = config.peft_section()?;
+    let model: Box<dyn AdapterModel> = if let Some(dir) = &resume_dir {
+        let (model, w) = method::load_adapter_model(base, dir, true)?;
+        warnings.extend(w);
+        if let Some(section) = &section {
+            let want = method::section_config_json(section, task)?;
+            if want.is_some_and(|want| comparable(&want) != comparable(&model.adapter_config_json())) {
+                return Err(Error::File {
+                    path: dir.display().to_string(),
+                    detail: "resume_from: the checkpoint's adapter config differs from the run file's `peft` section"
+                        .into(),
+                });
+            }
+        }
+        model
+    } else if let Some(dir) = &config.init_adapter {
+        let (model, w) = method::load_adapter_model(base, dir, true)
+            .map_err(|e| Error::invalid("train", format!("`init_adapter` {}: {e}", dir.display())))?;
+        warnings.extend(w);
+        model
+    } else if let Some(section) = &section {
+        method::build_adapter_model(base, section, task, config.seed)?
+    } else {
+        return Err(Error::invalid("train", "no adapter: give a `peft` section, `init_adapter` or `resume_from`"));
+    };
+
+    // A soft prompt's virtual tokens take positions too.
     let max_pos = model_config.max_position_embeddings;
-    let max_seq_length = config.max_seq_length.unwrap_or(max_pos.min(512));
-    if max_seq_length > max_pos {
+    let virtual_positions = model.virtual_positions();
+    let max_seq_length = config.max_seq_length.unwrap_or(max_pos.saturating_sub(virtual_positions).min(512));
+    if max_seq_length + virtual_positions > max_pos {
+        let with = if virtual_positions > 0 { format!(" + {virtual_positions} virtual tokens") } else { String::new() };
         return Err(Error::invalid(
             "train",
-            format!("`max_seq_length` {max_seq_length} exceeds the model's max_position_embeddings {max_pos}"),
+            format!("`max_seq_length` {max_seq_length}{with} exceeds the model's max_position_embeddings {max_pos}"),
         ));
     }
     let spec = DataSpec {
@@ -140,34 +171,6 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let dev = load_split(&config.data.dev, &spec, &tok)?;
     let test = load_split(&config.data.test, &spec, &tok)?;
     let pad = pad_id(model_dir, model_config.pad_token_id);
-    let out = &config.output_dir;
-    std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
-
-    // The adapter: from a checkpoint, from an adapter folder, or fresh.
-    let mut warnings = Vec::new();
-    let mut model = PeftModel::new(base);
-    let resume_dir = config.resume_from.as_deref().map(|r| checkpoint::resolve_resume(r, out)).transpose()?;
-    let lora = config.lora_config()?;
-    if let Some(dir) = &resume_dir {
-        warnings.extend(model.load_adapter(dir, ADAPTER_NAME, true)?);
-        if let (Some(want), Some(have)) = (&lora, model.config(ADAPTER_NAME)) {
-            if comparable(want) != comparable(have) {
-                return Err(Error::File {
-                    path: dir.display().to_string(),
-                    detail: "resume_from: the checkpoint's adapter config differs from the run file's `peft` section"
-                        .into(),
-                });
-            }
-        }
-    } else if let Some(dir) = &config.init_adapter {
-        warnings.extend(
-            model
-                .load_adapter(dir, ADAPTER_NAME, true)
-                .map_err(|e| Error::invalid("train", format!("`init_adapter` {}: {e}", dir.display())))?,
-        );
-    } else if let Some(lora) = lora {
-        model.add_adapter(ADAPTER_NAME, lora, config.seed)?;
-    }
     let named = model.trainable_parameters();
     if named.is_empty() {
         return Err(Error::invalid("train", "the adapter has no trainable parameters"));
@@ -280,7 +283,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     // Evaluation before training (kept in the checkpoints, so a resumed run reports it too).
     if resume_dir.is_none() {
         for (name, data) in &splits {
-            let m = evaluate(&model, task, data, eval_bs, pad)?;
+            let m = evaluate(model.as_ref(), task, data, eval_bs, pad)?;
             log.push(eval_record(name, "before", 0, 0.0, &m))?;
             state.eval_before.insert(name.to_string(), m);
         }
@@ -311,8 +314,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
             // Each micro-batch's mean loss weighted by its share of the step's loss terms: the
             // gradient of the mean over the whole step (= 1/accumulation for equal micro-batches).
             let w = b.items as f32 / items as f32;
-            let logits = batch_logits(&model, b)?;
-            let loss = task_loss(task, &logits, &b.labels)?;
+            let (_, loss) = model.batch_loss(task, b)?;
             step_loss += loss.to_scalar()? as f64 * w as f64;
             let scaled = if w == 1.0 { loss } else { loss.mul_scalar(w)? };
             grads.accumulate(scaled.backward()?)?;
@@ -372,14 +374,13 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
         }
         if config.eval_steps > 0 && step % config.eval_steps == 0 && step != total_steps {
             if let Some(d) = &dev {
-                let m = evaluate(&model, task, d, eval_bs, pad)?;
+                let m = evaluate(model.as_ref(), task, d, eval_bs, pad)?;
                 log.push(eval_record("dev", "during", step, epoch_f, &m))?;
                 progress.line(&format!("step {step}: dev {} {}", m.headline(), m.describe()));
             }
         }
         if config.save_steps > 0 && step % config.save_steps == 0 {
-            let dir =
-                checkpoint::save(out, &model, ADAPTER_NAME, &optimizer, &params, &state, config.save_total_limit)?;
+            let dir = checkpoint::save(out, model.as_ref(), &optimizer, &params, &state, config.save_total_limit)?;
             if !progress.is_drawn() {
                 progress.line(&format!("saved {}", dir.display()));
             }
@@ -388,12 +389,12 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     progress.finish();
 
     let adapter_dir = out.join("adapter");
-    model.save_adapter(&adapter_dir, ADAPTER_NAME)?;
+    model.save_adapter(&adapter_dir)?;
     progress.line(&format!("adapter saved to {}", adapter_dir.display()));
     let mut eval_after = BTreeMap::new();
     let epochs_done = state.epoch as f64 + state.batch_in_epoch as f64 / plan.len() as f64;
     for (name, data) in &splits {
-        let m = evaluate(&model, task, data, eval_bs, pad)?;
+        let m = evaluate(model.as_ref(), task, data, eval_bs, pad)?;
         log.push(eval_record(name, "after", state.global_step, epochs_done, &m))?;
         progress.result(&format!("{name} {} after: {}", m.headline(), m.describe()));
         eval_after.insert(name.to_string(), m);
