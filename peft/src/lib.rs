@@ -6,6 +6,7 @@ pub mod lora;
 pub mod loss;
 pub mod method;
 pub mod peft_model;
+pub mod prefix;
 pub mod targets;
 pub mod train;
 

@@ -176,6 +176,7 @@ pub fn lora_config_from_section(section: &Value, task: Task) -> Result<LoraConfi
 pub fn check_section(section: &Value, task: Task) -> Result<()> {
     match section_method(section)?.as_str() {
         "LORA" => lora_config_from_section(section, task).map(|_| ()),
+        "PREFIX_TUNING" => crate::prefix::config::config_from_section(section, task).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -205,6 +206,10 @@ pub fn build_adapter_model(
             model.add_adapter(ADAPTER_NAME, config, seed)?;
             Ok(Box::new(model))
         }
+        "PREFIX_TUNING" => {
+            let config = crate::prefix::config::config_from_section(peft_section, task)?;
+            Ok(Box::new(crate::prefix::PrefixModel::new(base, config, seed)?))
+        }
         other => Err(unsupported(other)),
     }
 }
@@ -221,6 +226,10 @@ pub fn load_adapter_model(
         "LORA" => {
             let mut model = PeftModel::new(base);
             let warnings = model.load_adapter(adapter_dir, ADAPTER_NAME, trainable)?;
+            Ok((Box::new(model), warnings))
+        }
+        "PREFIX_TUNING" => {
+            let (model, warnings) = crate::prefix::PrefixModel::load(base, adapter_dir, trainable)?;
             Ok((Box::new(model), warnings))
         }
         other => Err(unsupported(other)),
