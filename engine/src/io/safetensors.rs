@@ -410,11 +410,14 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
 pub struct WeightFiles {
     files: Vec<SafeTensors>,
     index: HashMap<String, usize>,
+    /// Weights already in memory (a GGUF file's, dequantized) and the file they came from.
+    loaded: HashMap<String, Tensor>,
+    loaded_from: PathBuf,
 }
 
 impl std::fmt::Debug for WeightFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WeightFiles({} files, {} tensors)", self.files.len(), self.index.len())
+        write!(f, "WeightFiles({} files, {} tensors)", self.files.len(), self.index.len() + self.loaded.len())
     }
 }
 
@@ -437,7 +440,13 @@ impl WeightFiles {
         }
         let file = SafeTensors::open(path)?;
         let index = file.names().map(|n| (n.to_string(), 0)).collect();
-        Ok(WeightFiles { files: vec![file], index })
+        Ok(WeightFiles { files: vec![file], index, loaded: HashMap::new(), loaded_from: PathBuf::new() })
+    }
+
+    /// Weights held in memory under their names; `source` is the file named in errors.
+    pub fn from_tensors(source: impl AsRef<Path>, tensors: HashMap<String, Tensor>) -> WeightFiles {
+        let loaded_from = source.as_ref().to_path_buf();
+        WeightFiles { files: Vec::new(), index: HashMap::new(), loaded: tensors, loaded_from }
     }
 
     fn open_index(path: &Path) -> Result<WeightFiles> {
@@ -472,15 +481,15 @@ impl WeightFiles {
                 ));
             }
         }
-        Ok(WeightFiles { files, index })
+        Ok(WeightFiles { files, index, loaded: HashMap::new(), loaded_from: PathBuf::new() })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+        self.index.keys().chain(self.loaded.keys()).map(String::as_str)
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.index.contains_key(name) || self.loaded.contains_key(name)
     }
 
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
@@ -498,22 +507,30 @@ impl WeightFiles {
     }
 
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        self.file_of(name)?.tensor(name)
+        match self.loaded.get(name) {
+            Some(t) => Ok(t.clone()),
+            None => self.file_of(name)?.tensor(name),
+        }
     }
 
     pub fn tensor_f32(&self, name: &str) -> Result<Tensor> {
-        self.file_of(name)?.tensor_f32(name)
+        match self.loaded.get(name) {
+            Some(t) => t.to_dtype(DType::F32),
+            None => self.file_of(name)?.tensor_f32(name),
+        }
     }
 
     /// The f32 tensor, checked to have `shape` (an error names the tensor, file and both shapes).
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let file = self.file_of(name)?;
-        let t = file.tensor_f32(name)?;
+        let (t, path) = match self.loaded.get(name) {
+            Some(t) => (t.to_dtype(DType::F32)?, self.loaded_from.as_path()),
+            None => {
+                let file = self.file_of(name)?;
+                (file.tensor_f32(name)?, file.path())
+            }
+        };
         if t.shape() != shape {
-            return Err(file_err(
-                file.path(),
-                format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape()),
-            ));
+            return Err(file_err(path, format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape())));
         }
         Ok(t)
     }

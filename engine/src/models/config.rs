@@ -80,7 +80,11 @@ fn token_ids(v: &Value, key: &str) -> Vec<i64> {
 }
 
 impl ModelConfig {
+    /// Reads `config.json` of a model folder, or the config a `.gguf` file's metadata implies.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
+        if crate::io::gguf::is_gguf(dir) {
+            return crate::io::gguf::GgufFile::open(dir)?.llama_config();
+        }
         let path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;

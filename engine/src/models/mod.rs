@@ -8,6 +8,7 @@
 //! - [`ForwardInput::prefix`]: per-layer key/value prefixes, the attention mask extended to cover them;
 //! - the classification head (`classifier`) is an ordinary trainable layer.
 pub mod bert;
+pub mod chat_template;
 mod common;
 pub mod config;
 pub mod gpt2;
@@ -139,7 +140,8 @@ pub trait Model: Send + Sync {
 }
 
 /// Loads a model folder: `config.json` picks the architecture, weights come from
-/// `model.safetensors` or a sharded index.
+/// `model.safetensors` or a sharded index. A `.gguf` file (llama.cpp's, LLaMA architecture) loads
+/// as the Hugging Face model it was converted from, dequantized to f32.
 pub fn load(dir: impl AsRef<Path>) -> Result<Box<dyn Model>> {
     load_as(dir, None, None)
 }
@@ -173,7 +175,12 @@ pub fn load_as(
     if let Some(n) = num_labels {
         config.num_labels = n;
     }
-    let weights = crate::io::WeightFiles::open(dir)?;
+    let weights = if crate::io::gguf::is_gguf(dir) {
+        let file = crate::io::gguf::GgufFile::open(dir)?;
+        crate::io::WeightFiles::from_tensors(dir, file.llama_weights()?)
+    } else {
+        crate::io::WeightFiles::open(dir)?
+    };
     match config.architecture {
         Architecture::BertModel
         | Architecture::BertForSequenceClassification

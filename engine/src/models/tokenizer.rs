@@ -29,7 +29,12 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::File {
+        Tokenizer::from_bytes(&bytes, path)
+    }
+
+    /// A `tokenizer.json` given as bytes; `path` is the file named in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::File {
             path: path.display().to_string(),
             detail: format!("not a tokenizer.json that the tokenizers library can load: {e}"),
         })?;
@@ -42,9 +47,13 @@ impl Tokenizer {
         Ok(Tokenizer { inner, path: path.to_path_buf() })
     }
 
-    /// Loads `tokenizer.json` from a model folder.
+    /// Loads `tokenizer.json` from a model folder, or the tokenizer stored in a `.gguf` file.
     pub fn from_dir(model_dir: impl AsRef<Path>) -> Result<Tokenizer> {
         let dir = model_dir.as_ref();
+        if crate::io::gguf::is_gguf(dir) {
+            let json = crate::io::gguf::GgufFile::open(dir)?.tokenizer_json()?;
+            return Tokenizer::from_bytes(json.to_string().as_bytes(), dir);
+        }
         let path = dir.join(TOKENIZER_FILE);
         if !path.is_file() {
             return Err(Error::File {
