@@ -1,5 +1,6 @@
 //! Parameter-efficient fine-tuning on the engine: PEFT-compatible configs and adapter files, the
 //! injection machinery, and the methods (LoRA so far).
+pub mod bottleneck;
 pub mod config;
 pub mod eval;
 pub mod lora;

@@ -177,6 +177,7 @@ pub fn check_section(section: &Value, task: Task) -> Result<()> {
     match section_method(section)?.as_str() {
         "LORA" => lora_config_from_section(section, task).map(|_| ()),
         "PREFIX_TUNING" => crate::prefix::config::config_from_section(section, task).map(|_| ()),
+        "BOTTLENECK" => crate::bottleneck::BottleneckSpec::from_section(section).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -210,6 +211,7 @@ pub fn build_adapter_model(
             let config = crate::prefix::config::config_from_section(peft_section, task)?;
             Ok(Box::new(crate::prefix::PrefixModel::new(base, config, seed)?))
         }
+        "BOTTLENECK" => Ok(Box::new(crate::bottleneck::BottleneckModel::new(base, peft_section, seed)?)),
         other => Err(unsupported(other)),
     }
 }
@@ -230,6 +232,10 @@ pub fn load_adapter_model(
         }
         "PREFIX_TUNING" => {
             let (model, warnings) = crate::prefix::PrefixModel::load(base, adapter_dir, trainable)?;
+            Ok((Box::new(model), warnings))
+        }
+        "BOTTLENECK" => {
+            let (model, warnings) = crate::bottleneck::BottleneckModel::load(base, adapter_dir, trainable)?;
             Ok((Box::new(model), warnings))
         }
         other => Err(unsupported(other)),
@@ -293,6 +299,11 @@ pub fn adapter_num_labels(adapter_dir: &Path) -> Result<Option<usize>> {
 /// adapter's saved classifier.
 pub fn load_base_for_adapter(model_dir: &Path, adapter_dir: &Path) -> Result<Box<dyn Model>> {
     let base_config = ModelConfig::from_dir(model_dir)?;
+    if adapter_dir.join("adapter.safetensors").is_file() {
+        // AdapterHub: a saved classification head asks for the task model of a bare encoder.
+        let found = crate::bottleneck::base_architecture(adapter_dir, &base_config)?;
+        return engine::models::load_as(model_dir, found.map(|f| f.0), found.map(|f| f.1));
+    }
     let task = if adapter_dir.join("adapter.safetensors").is_file() { None } else { adapter_task(adapter_dir)? };
     let architecture = match (task, base_config.architecture) {
         (Some(Task::SequenceClassification), Architecture::BertModel) => {
