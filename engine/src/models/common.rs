@@ -24,9 +24,21 @@ impl Loader<'_> {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.weights.get(&self.name(name), shape)
     }
+    /// A Linear; its weight may be stored in bitsandbytes' 4-bit layout (a checkpoint transformers
+    /// saved with `load_in_4bit`), which is then kept packed.
     pub fn linear(&self, path: &str, in_f: usize, out_f: usize, bias: bool) -> Result<HookedLinear> {
-        let w = self.get(&format!("{path}.weight"), &[out_f, in_f])?;
         let b = if bias { Some(self.get(&format!("{path}.bias"), &[out_f])?) } else { None };
+        let weight_name = self.name(&format!("{path}.weight"));
+        if let Some(q) = crate::quant::read_bnb4_weight(self.weights, &weight_name)? {
+            if q.shape != [out_f, in_f] {
+                return Err(Error::shape(
+                    "load",
+                    format!("4-bit `{weight_name}` has shape {:?}, the config implies [{out_f}, {in_f}]", q.shape),
+                ));
+            }
+            return Ok(HookedLinear::new(Linear::from_packed(std::sync::Arc::new(q), b)?));
+        }
+        let w = self.get(&format!("{path}.weight"), &[out_f, in_f])?;
         Ok(HookedLinear::new(Linear::from_tensors(w, b)?))
     }
     pub fn layer_norm(&self, path: &str, dim: usize, eps: f32) -> Result<LayerNorm> {

@@ -11,6 +11,7 @@ pub(crate) mod lora;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod quant_matmul;
 pub(crate) mod reduce;
 pub(crate) mod rope;
 pub(crate) mod softmax;

@@ -1,0 +1,130 @@
+//! Linear over a frozen packed weight: `y = x·dequant(W)ᵀ + b`. The weight is dequantized a tile
+//! of rows at a time into one small buffer that each tile's GEMM reads at once, so the f32 weight
+//! never exists whole (a 4-bit model stays 4-bit in memory). Backward gives the input gradient
+//! `g·dequant(W)` the same way, and nothing for the weight: it is frozen by construction.
+use crate::autograd::record;
+use crate::cpu::gemm::{sgemm, Parallelism};
+use crate::error::{Error, Result};
+use crate::quant::PackedMatrix;
+use crate::storage::CpuStorage;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+const OP: &str = "packed_linear";
+
+/// Values per dequantized tile: 256 KiB of f32, which stays in L2 while the GEMM packs it.
+const TILE_VALUES: usize = 1 << 16;
+
+/// Rows of W per tile for inputs of width `cols`: a multiple of 16 (the GEMM's panel width).
+fn tile_rows(rows: usize, cols: usize) -> usize {
+    let t = (TILE_VALUES / cols.max(1)).max(16) / 16 * 16;
+    t.min(rows).max(1)
+}
+
+/// `x [..., in] → [..., out]` with `w` of shape `[out, in]` and an optional bias `[out]`.
+pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor>) -> Result<Tensor> {
+    let [out_f, in_f] = w.shape();
+    let x = x.float_input(OP)?;
+    if x.rank() == 0 || x.shape()[x.rank() - 1] != in_f {
+        return Err(Error::shape(
+            OP,
+            format!("input of shape {:?} does not end in in_features = {in_f} ({} weight)", x.shape(), w.type_name()),
+        ));
+    }
+    let bias = bias.map(|b| b.float_input(OP)).transpose()?;
+    if let Some(b) = &bias {
+        if b.shape() != [out_f] {
+            return Err(Error::shape(OP, format!("bias of shape {:?} for {out_f} outputs", b.shape())));
+        }
+    }
+    let xc = x.contiguous()?;
+    let rows = xc.numel() / in_f.max(1);
+    let mut y = crate::cpu::pool::alloc_f32(rows * out_f);
+    {
+        let xs = xc.read::<f32>(OP)?;
+        forward_into(&xs, rows, w.as_ref(), &mut y)?;
+    }
+    if let Some(b) = &bias {
+        let bv = b.contiguous()?.to_vec::<f32>()?;
+        for row in y.chunks_exact_mut(out_f.max(1)) {
+            row.iter_mut().zip(&bv).for_each(|(o, b)| *o += b);
+        }
+    }
+    let mut shape = x.shape().to_vec();
+    let last = shape.len() - 1;
+    shape[last] = out_f;
+    let (wb, bias_shape) = (w.clone(), [out_f]);
+    let inputs: Vec<&Tensor> = std::iter::once(&x).chain(bias.as_ref()).collect();
+    let (x_tracks, x_shape) = (x.tracks_grad(), x.shape().to_vec());
+    let has_bias = bias.is_some();
+    let node = record(OP, &inputs, move |_, g| {
+        let gx = if x_tracks { Some(input_grad(g, wb.as_ref(), &x_shape)?) } else { None };
+        let mut grads = vec![gx];
+        if has_bias {
+            grads.push(Some(g.sum_to(&bias_shape)?));
+        }
+        Ok(grads)
+    });
+    Ok(Tensor::from_op(CpuStorage::F32(y), &shape, node))
+}
+
+/// `y [rows, out] = x [rows, in] · dequant(W)ᵀ`, tile by tile.
+pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32]) -> Result<()> {
+    let [out_f, in_f] = w.shape();
+    if x.len() != rows * in_f || y.len() != rows * out_f {
+        return Err(Error::shape(
+            OP,
+            format!("buffers of {} and {} values for {rows} rows of a {out_f}x{in_f} weight", x.len(), y.len()),
+        ));
+    }
+    if rows == 0 || out_f == 0 {
+        return Ok(());
+    }
+    let t = tile_rows(out_f, in_f);
+    let mut tile = vec![0f32; t * in_f];
+    for r0 in (0..out_f).step_by(t) {
+        let r1 = (r0 + t).min(out_f);
+        let buf = &mut tile[..(r1 - r0) * in_f];
+        w.dequantize_rows(r0..r1, buf)?;
+        // B[k][j] = W[r0 + j][k]: the tile read transposed through strides.
+        sgemm(rows, r1 - r0, in_f, 1.0, x, in_f, 1, buf, 1, in_f, 0.0, &mut y[r0..], out_f, 1, Parallelism::Rayon);
+    }
+    Ok(())
+}
+
+/// `g [..., out] · dequant(W) → [..., in]`, tile by tile over the output features.
+fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
+    let [out_f, in_f] = w.shape();
+    let gc = g.contiguous()?;
+    let rows = gc.numel() / out_f.max(1);
+    let mut gx = crate::cpu::pool::alloc_f32(rows * in_f);
+    gx.iter_mut().for_each(|v| *v = 0.0);
+    {
+        let gs = gc.read::<f32>(OP)?;
+        let t = tile_rows(out_f, in_f);
+        let mut tile = vec![0f32; t * in_f];
+        for r0 in (0..out_f).step_by(t) {
+            let r1 = (r0 + t).min(out_f);
+            let buf = &mut tile[..(r1 - r0) * in_f];
+            w.dequantize_rows(r0..r1, buf)?;
+            sgemm(
+                rows,
+                in_f,
+                r1 - r0,
+                1.0,
+                &gs[r0..],
+                out_f,
+                1,
+                buf,
+                in_f,
+                1,
+                1.0,
+                &mut gx,
+                in_f,
+                1,
+                Parallelism::Rayon,
+            );
+        }
+    }
+    Tensor::from_vec(gx, x_shape)
+}
