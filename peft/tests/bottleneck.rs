@@ -79,6 +79,40 @@ fn adapterhub_fixtures_reproduce_adapters_outputs() {
     }
 }
 
+/// Adapters made with `adapters` 1.3.0 on GPT-2, LLaMA and a BERT classifier
+/// (`scripts/make-adapterhub-fixtures.py`), with its outputs and parameter counts.
+fn extra_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures-extra/adapterhub")
+}
+
+#[test]
+fn adapters_made_on_gpt2_and_llama_reproduce_adapters_outputs_and_counts() {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(extra_dir().join("manifest.json")).unwrap()).unwrap();
+    let cases = m["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 7);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let model_dir = fixtures_dir().join(case["model_dir"].as_str().unwrap());
+        let adapter_dir = extra_dir().join(case["adapter_dir"].as_str().unwrap());
+        let expected = SafeTensors::open(extra_dir().join(case["expected"].as_str().unwrap())).unwrap();
+        let ids = expected.tensor("input_ids").unwrap();
+        let want = expected.tensor_f32("logits").unwrap();
+        // Loaded for training, as `adapters`' train_adapter leaves it: the counts are its counts.
+        let (model, warnings) = BottleneckModel::load(load(&model_dir).unwrap(), &adapter_dir, true).unwrap();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        assert_close(name, &run(&model, &ids), &want, 1e-4, 1e-5);
+        let count = |k: &str| case[k].as_u64().unwrap() as usize;
+        assert_eq!(model.parameter_counts(), (count("trainable_params"), count("all_params")), "{name}");
+        assert_eq!(model.adapter_parameter_count(), count("adapter_params"), "{name}");
+        // The fixture is not vacuous: without the adapter the outputs differ.
+        model.set_enabled(false);
+        let (excess, _) =
+            worst_excess(&run(&model, &ids).to_vec_f32().unwrap(), &want.to_vec_f32().unwrap(), 0.0, 1e-3);
+        assert!(excess > 0.0, "{name}: the adapter does not change the outputs");
+    }
+}
+
 #[test]
 fn peft_forward_with_an_adapterhub_adapter_matches_adapters() {
     let tmp = TempDir::new("cli");
