@@ -231,3 +231,31 @@ fn adapter_gradients_on_llama_match_finite_differences() {
         json!({"preset": "double_seq_bn", "reduction_factor": 8, "adapter_residual_before_ln": true, "ln_after": true}),
     );
 }
+
+#[test]
+fn parameter_counts_of_the_team_fixtures_equal_adapters_counts() {
+    // (trainable, all) from adapters 1.3.0 after `train_adapter`, by
+    // PYTHONPATH=assets/adapters-lib assets/pyenv/bin/python -c "import adapters; from transformers import \
+    //   BertModel as C; m = C.from_pretrained('tests/fixtures/models/bert'); adapters.init(m); \
+    //   n = m.load_adapter('tests/fixtures/adapters/bert-adapterhub-houlsby', use_safetensors=True); \
+    //   m.train_adapter(n); print(sum(p.numel() for p in m.parameters() if p.requires_grad), \
+    //   sum(p.numel() for p in m.parameters()))"
+    // (BertForSequenceClassification and models/bert-cls for the last case). The classifier trains too.
+    let expected = [
+        ("bert-adapterhub-houlsby", 1168, 21146),
+        ("bert-adapterhub-pfeiffer", 584, 20562),
+        ("bert-adapterhub-parallel", 584, 20562),
+        ("bert-cls-adapterhub-houlsby", 1234, 21212),
+    ];
+    for (case, trainable, all) in expected {
+        let adapter_dir = fixtures_dir().join("adapters").join(case);
+        let model_dir =
+            fixtures_dir().join(if case.starts_with("bert-cls") { "models/bert-cls" } else { "models/bert" });
+        let (model, _) = BottleneckModel::load(load(&model_dir).unwrap(), &adapter_dir, true).unwrap();
+        assert_eq!(model.parameter_counts(), (trainable, all), "{case}");
+        if case == "bert-adapterhub-houlsby" {
+            let line = model.trainable_parameters_line();
+            assert_eq!(line, "trainable params: 1,168 || all params: 21,146 || trainable%: 5.5235");
+        }
+    }
+}
