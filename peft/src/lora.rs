@@ -143,8 +143,9 @@ impl LinearHook for LoraLayer {
         };
         match live.as_slice() {
             [] => base.forward(x),
-            // The usual case, one adapter: the fused op keeps one activation instead of four.
-            [w] if x.rank() >= 2 => {
+            // The usual case, one adapter: the fused op keeps one activation instead of four
+            // (over an f32 weight; a packed 4-bit base computes its own product below).
+            [w] if x.rank() >= 2 && !base.is_packed() => {
                 let xd = dropped(w)?;
                 engine::lora_linear(x, &base.weight, base.bias.as_ref(), &w.a, &w.b, w.scaling, xd.as_ref())
             }

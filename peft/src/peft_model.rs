@@ -528,6 +528,13 @@ impl PeftModel {
             }
             if let Some(w) = layer.get(&name) {
                 let _g = engine::no_grad();
+                if hooked.base.is_packed() {
+                    // QLoRA: dequantize and add the delta in f32 (re-quantizing would round the
+                    // delta away); the layer becomes a float layer, and unmerge restores the
+                    // dequantized weight.
+                    let bias = hooked.base.bias.clone();
+                    hooked.base = engine::nn::Linear::from_tensors(hooked.base.dense_weight()?, bias)?;
+                }
                 layer.keep_unmerged_weight(&hooked.base.weight);
                 hooked.base.weight = hooked.base.weight.detach().add(&LoraLayer::delta(&w)?)?;
                 merged.push(name.clone());
@@ -551,9 +558,11 @@ impl PeftModel {
     }
 
     /// Merges the active adapter and removes every hook: a plain model whose parameters (with the
-    /// trained heads in place) can be saved as a Hugging Face folder.
+    /// trained heads in place) can be saved as a Hugging Face folder. A 4-bit base comes out as a
+    /// float model: every packed Linear is dequantized (the adapted ones with their delta added).
     pub fn merge_and_unload(mut self) -> Result<Box<dyn Model>> {
         self.merge()?;
+        engine::quant::dequantize_model(self.base.as_mut())?;
         let layers = self.layers.clone();
         self.base.visit_linears(&mut |path, hooked| {
             if let Some(layer) = layers.get(path) {

@@ -161,3 +161,18 @@ pub fn quantize_model(model: &mut dyn Model, config: &Bnb4bitConfig) -> Result<Q
     })?;
     Ok(report)
 }
+
+/// Replaces every packed Linear of `model` by an f32 Linear holding its dequantized weight (for
+/// export as a float model). Returns how many layers changed.
+pub fn dequantize_model(model: &mut dyn Model) -> Result<usize> {
+    let mut changed = 0;
+    model.visit_linears(&mut |_, hooked| {
+        if hooked.base.is_packed() {
+            let bias = hooked.base.bias.clone();
+            hooked.base = Linear::from_tensors(hooked.base.dense_weight()?, bias)?;
+            changed += 1;
+        }
+        Ok(())
+    })?;
+    Ok(changed)
+}

@@ -11,7 +11,7 @@ pub mod load;
 
 pub use bnb4::{Absmax, Bnb4bit, QuantType};
 pub use checkpoint::{read_bnb4_weight, write_bnb4_weight};
-pub use load::{quantize_model, Bnb4bitConfig, QuantizeReport};
+pub use load::{dequantize_model, quantize_model, Bnb4bitConfig, QuantizeReport};
 
 use crate::error::Result;
 use std::ops::Range;
