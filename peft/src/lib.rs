@@ -8,6 +8,7 @@ pub mod loss;
 pub mod method;
 pub mod peft_model;
 pub mod prefix;
+pub mod prompt;
 pub mod targets;
 pub mod train;
 

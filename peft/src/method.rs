@@ -171,11 +171,26 @@ pub fn lora_config_from_section(section: &Value, task: Task) -> Result<LoraConfi
     Ok(config)
 }
 
+/// The prompt-tuning / P-tuning config of a train config's `peft` section (task defaults applied);
+/// unknown keys are errors, as for LoRA.
+pub fn prompt_config_from_section(section: &Value, task: Task) -> Result<crate::prompt::PromptConfig> {
+    let full = with_task_defaults(section, task)?;
+    let bad = |detail: String| Error::invalid("train config", format!("`peft`: {detail}"));
+    let (config, warnings) = crate::prompt::PromptConfig::from_json(full).map_err(|e| bad(e.to_string()))?;
+    if let Some(w) = warnings.first() {
+        return Err(bad(w
+            .replace("adapter_config: ", "")
+            .replace(" ignored", " (not a field of this method's config)")));
+    }
+    Ok(config)
+}
+
 /// Checks a train config's `peft` section without building anything: the config of the method it
 /// names must parse and validate.
 pub fn check_section(section: &Value, task: Task) -> Result<()> {
     match section_method(section)?.as_str() {
         "LORA" => lora_config_from_section(section, task).map(|_| ()),
+        "PROMPT_TUNING" | "P_TUNING" => prompt_config_from_section(section, task).map(|_| ()),
         "PREFIX_TUNING" => crate::prefix::config::config_from_section(section, task).map(|_| ()),
         "BOTTLENECK" => crate::bottleneck::BottleneckSpec::from_section(section).map(|_| ()),
         _ => Ok(()),
@@ -188,6 +203,7 @@ pub fn check_section(section: &Value, task: Task) -> Result<()> {
 pub fn section_config_json(section: &Value, task: Task) -> Result<Option<Value>> {
     match section_method(section)?.as_str() {
         "LORA" => Ok(Some(lora_config_from_section(section, task)?.to_json())),
+        "PROMPT_TUNING" | "P_TUNING" => Ok(Some(prompt_config_from_section(section, task)?.to_json())),
         _ => Ok(None),
     }
 }
@@ -206,6 +222,10 @@ pub fn build_adapter_model(
             let mut model = PeftModel::new(base);
             model.add_adapter(ADAPTER_NAME, config, seed)?;
             Ok(Box::new(model))
+        }
+        "PROMPT_TUNING" | "P_TUNING" => {
+            let config = prompt_config_from_section(peft_section, task)?;
+            Ok(Box::new(crate::prompt::PromptModel::new(base, config, seed)?))
         }
         "PREFIX_TUNING" => {
             let config = crate::prefix::config::config_from_section(peft_section, task)?;
@@ -228,6 +248,10 @@ pub fn load_adapter_model(
         "LORA" => {
             let mut model = PeftModel::new(base);
             let warnings = model.load_adapter(adapter_dir, ADAPTER_NAME, trainable)?;
+            Ok((Box::new(model), warnings))
+        }
+        "PROMPT_TUNING" | "P_TUNING" => {
+            let (model, warnings) = crate::prompt::PromptModel::load(base, adapter_dir, trainable)?;
             Ok((Box::new(model), warnings))
         }
         "PREFIX_TUNING" => {

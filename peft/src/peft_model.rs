@@ -601,15 +601,15 @@ impl Model for PeftModel {
 }
 
 /// Whether parameter `name` belongs to the module at `path` (`classifier.bias` under `classifier`).
-fn is_under(name: &str, path: &str) -> bool {
+pub(crate) fn is_under(name: &str, path: &str) -> bool {
     name.strip_prefix(path).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// `modules_to_save` entries match a module path exactly or as a dotted suffix.
-fn module_matches(path: &str, module: &str) -> bool {
+pub(crate) fn module_matches(path: &str, module: &str) -> bool {
     path == module || path.ends_with(&format!(".{module}"))
 }
 
-fn copy_tensor(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn copy_tensor(t: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(t.to_vec_f32()?, t.shape())
 }

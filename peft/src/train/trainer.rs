@@ -94,14 +94,15 @@ fn make_optimizer(config: &TrainConfig) -> Opt {
     }
 }
 
-/// An adapter config's JSON without the fields that saving changes, to compare configs.
-fn comparable(c: &serde_json::Value) -> serde_json::Value {
-    let mut v = c.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("peft_version");
-        o.insert("inference_mode".into(), serde_json::Value::Bool(false));
-    }
-    v
+/// Whether a checkpoint's adapter config (`have`) is the run file's (`want`): every field the run
+/// file's config sets (not null) has the same value, except those saving changes (`inference_mode`,
+/// `peft_version`). Fields the method fills in from the model (a prompt's `token_dim`) are null in
+/// `want` and so not compared.
+fn same_config(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    let (Some(want), Some(have)) = (want.as_object(), have.as_object()) else { return want == have };
+    want.iter()
+        .filter(|(k, v)| !v.is_null() && !matches!(k.as_str(), "inference_mode" | "peft_version"))
+        .all(|(k, v)| have.get(k) == Some(v))
 }
 
 fn load_split(path: &Option<PathBuf>, spec: &DataSpec, tok: &LazyTokenizer) -> Result<Option<Vec<Example>>> {
@@ -128,7 +129,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
         warnings.extend(w);
         if let Some(section) = &section {
             let want = method::section_config_json(section, task)?;
-            if want.is_some_and(|want| comparable(&want) != comparable(&model.adapter_config_json())) {
+            if want.is_some_and(|want| !same_config(&want, &model.adapter_config_json())) {
                 return Err(Error::File {
                     path: dir.display().to_string(),
                     detail: "resume_from: the checkpoint's adapter config differs from the run file's `peft` section"

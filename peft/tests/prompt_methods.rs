@@ -1,0 +1,311 @@
+//! Prompt tuning and P-tuning against Hugging Face PEFT: saved adapters reproduce PEFT's outputs
+//! (library and `peft forward --adapter`), a model built from a grad fixture's values gives PyTorch's
+//! loss and gradients, parameter counts are PEFT's, and adapters survive a save → load round trip.
+use engine::io::{save_safetensors, SafeTensors};
+use engine::models::{load, ForwardInput, Model};
+use engine::Tensor;
+use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest};
+use peft::method::{build_adapter_model, from_pretrained, load_adapter_model, AdapterModel};
+use peft::train::data::Batch;
+use peft::train::Task;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
+const MULTIPLE: f32 = 5.0;
+
+fn assert_within(name: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: sizes differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= MULTIPLE * (atol + rtol * w.abs()), "{name}[{i}]: got {g}, want {w}");
+    }
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("peft-prompt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn prompt_cases() -> Vec<Value> {
+    let m = manifest();
+    let cases: Vec<Value> = m["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["peft_type"] == "PROMPT_TUNING" || c["peft_type"] == "P_TUNING")
+        .cloned()
+        .collect();
+    assert_eq!(cases.len(), 7, "the manifest's prompt-tuning and P-tuning cases");
+    cases
+}
+
+fn expected(case: &Value) -> Tensor {
+    let out = case["output"].as_str().unwrap();
+    SafeTensors::open(fixtures().join(case["expected"].as_str().unwrap())).unwrap().tensor_f32(out).unwrap()
+}
+
+fn tolerances(case: &Value) -> (f32, f32) {
+    (case["rtol"].as_f64().unwrap() as f32, case["atol"].as_f64().unwrap() as f32)
+}
+
+fn run(model: &dyn Model, x: &Tensor) -> Tensor {
+    model.forward(&ForwardInput { input_ids: Some(x), ..Default::default() }, None).unwrap().main().1.clone()
+}
+
+#[test]
+fn saved_peft_prompt_adapters_reproduce_peft_outputs() {
+    for case in prompt_cases() {
+        let name = case["name"].as_str().unwrap();
+        let model_dir = fixtures().join(case["model_dir"].as_str().unwrap());
+        let adapter_dir = fixtures().join(case["adapter_dir"].as_str().unwrap());
+        let (model, warnings) = from_pretrained(&model_dir, &adapter_dir).unwrap();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        assert_eq!(model.peft_type(), case["peft_type"].as_str().unwrap());
+        let got = run(model.as_ref(), &ids(&case));
+        let want = expected(&case);
+        assert_eq!(got.shape(), want.shape(), "{name}: outputs for the real positions only");
+        let (rtol, atol) = tolerances(&case);
+        assert_within(name, &got.to_vec_f32().unwrap(), &want.to_vec_f32().unwrap(), rtol, atol);
+    }
+}
+
+#[test]
+fn peft_forward_with_a_prompt_adapter_matches_peft() {
+    let dir = TempDir::new("cli");
+    for case in prompt_cases() {
+        let name = case["name"].as_str().unwrap();
+        let input = dir.0.join(format!("{name}-in.safetensors"));
+        let out = dir.0.join(format!("{name}-out.safetensors"));
+        save_safetensors(&input, &[("input_ids".to_string(), ids(&case))], None).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_peft"))
+            .arg("forward")
+            .arg("--model")
+            .arg(fixtures().join(case["model_dir"].as_str().unwrap()))
+            .arg("--adapter")
+            .arg(fixtures().join(case["adapter_dir"].as_str().unwrap()))
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let got = SafeTensors::open(&out).unwrap().tensor_f32(case["output"].as_str().unwrap()).unwrap();
+        let (rtol, atol) = tolerances(&case);
+        assert_within(name, &got.to_vec_f32().unwrap(), &expected(&case).to_vec_f32().unwrap(), rtol, atol);
+    }
+}
+
+/// Writes a folder in our format (PEFT's files + the encoder file) holding a grad fixture's `param.*`
+/// values, so that loading it builds the model PyTorch differentiated.
+fn folder_from_grad_fixture(case: &Value, file: &SafeTensors, dir: &Path) {
+    let mut config = case["peft_config"].clone();
+    config["inference_mode"] = json!(true);
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let params: Vec<(String, Tensor)> = file
+        .names()
+        .filter_map(|n| n.strip_prefix("param.").map(|p| (p.to_string(), file.tensor_f32(n).unwrap())))
+        .collect();
+    let table = params.iter().find(|(n, _)| n == "prompt_encoder.default.embedding.weight").unwrap().1.clone();
+    // prompt_embeddings only serves shape checks here: the encoder file's table wins for P-tuning.
+    save_safetensors(dir.join("adapter_model.safetensors"), &[("prompt_embeddings".to_string(), table)], None).unwrap();
+    if config["peft_type"] == "P_TUNING" {
+        save_safetensors(dir.join(peft::prompt::ENCODER_FILE), &params, None).unwrap();
+    }
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch() {
+    let m = manifest();
+    let cases: Vec<&Value> = m["grads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| matches!(c["method"].as_str(), Some("prompt_tuning" | "p_tuning_mlp" | "p_tuning_lstm")))
+        .collect();
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let file = SafeTensors::open(fixtures().join(case["expected"].as_str().unwrap())).unwrap();
+        let dir = TempDir::new(name);
+        folder_from_grad_fixture(case, &file, &dir.0);
+        let base = load(fixtures().join(case["model_dir"].as_str().unwrap())).unwrap();
+        let (model, warnings) = load_adapter_model(base, &dir.0, true).unwrap();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        let input_ids = file.tensor("input_ids").unwrap();
+        let labels = file.tensor("labels").unwrap();
+        let (b, t) = (input_ids.shape()[0], input_ids.shape()[1]);
+        let batch = Batch {
+            attention_mask: Tensor::ones(&[b, t], engine::DType::I64).unwrap(),
+            input_ids,
+            labels,
+            label_values: Vec::new(),
+            tokens: b * t,
+            padded_tokens: b * t,
+            items: b * (t - 1),
+        };
+        model.train(true);
+        let (_, loss) = model.batch_loss(Task::CausalLm, &batch).unwrap();
+        let want_loss = case["loss"].as_f64().unwrap() as f32;
+        let got_loss = loss.to_scalar().unwrap();
+        assert!((got_loss - want_loss).abs() < 1e-5, "{name}: loss {got_loss}, PyTorch {want_loss}");
+        let grads = loss.backward().unwrap();
+        let named = model.trainable_parameters();
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        let want_names: Vec<&str> =
+            case["parameters"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        let mut want_sorted = want_names.clone();
+        want_sorted.sort();
+        assert_eq!(sorted, want_sorted, "{name}: PEFT's trainable parameter names");
+        let (rtol, atol) = (case["rtol"].as_f64().unwrap() as f32, case["atol"].as_f64().unwrap() as f32);
+        for (pname, t) in &named {
+            let g = grads.get(t).unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+            let want = file.tensor_f32(&format!("grad.{pname}")).unwrap();
+            assert_within(
+                &format!("{name} {pname}"),
+                &g.to_vec_f32().unwrap(),
+                &want.to_vec_f32().unwrap(),
+                rtol,
+                atol,
+            );
+        }
+    }
+}
+
+#[test]
+fn parameter_counts_are_peft_s() {
+    // PEFT 0.21.2's `get_nb_trainable_parameters()` for these configs on the fixture models, from
+    // assets/pyenv: get_peft_model(AutoModelFor...from_pretrained(dir), Prompt{Tuning,Encoder}Config(...)).
+    let cases = [
+        ("llama", Task::CausalLm, json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 5}), (160, 25088)),
+        (
+            "llama",
+            Task::CausalLm,
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "encoder_reparameterization_type": "LSTM",
+                   "encoder_hidden_size": 16}),
+            (15040, 39968),
+        ),
+        (
+            "gpt2",
+            Task::CausalLm,
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "encoder_hidden_size": 16}),
+            (1472, 32160),
+        ),
+        (
+            "bert-cls",
+            Task::SequenceClassification,
+            json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4}),
+            (194, 20238),
+        ),
+    ];
+    for (model, task, section, want) in cases {
+        let base = load(fixtures().join("models").join(model)).unwrap();
+        let m = build_adapter_model(base, &section, task, 0).unwrap();
+        assert_eq!(m.parameter_counts(), want, "{model} {section}");
+    }
+}
+
+fn fresh(model: &str, task: Task, section: Value, seed: u64) -> Box<dyn AdapterModel> {
+    build_adapter_model(load(fixtures().join("models").join(model)).unwrap(), &section, task, seed).unwrap()
+}
+
+#[test]
+fn save_then_load_gives_the_same_model_and_peft_s_files() {
+    let x = Tensor::from_vec(vec![5i64, 9, 17, 33, 2, 70], &[2, 3]).unwrap();
+    let sections = [
+        ("gpt2", Task::CausalLm, json!({"peft_type": "P_TUNING", "num_virtual_tokens": 3, "encoder_hidden_size": 8})),
+        (
+            "llama",
+            Task::CausalLm,
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 3, "encoder_reparameterization_type": "LSTM",
+                   "encoder_hidden_size": 8, "encoder_dropout": 0.1}),
+        ),
+        ("bert-cls", Task::SequenceClassification, json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2})),
+    ];
+    for (model_name, task, section) in sections {
+        let dir = TempDir::new(&format!("rt-{model_name}"));
+        let model = fresh(model_name, task, section.clone(), 7);
+        let before = run(model.as_ref(), &x).to_vec_f32().unwrap();
+        model.save_adapter(&dir.0).unwrap();
+        let file = SafeTensors::open(dir.0.join("adapter_model.safetensors")).unwrap();
+        let mut keys: Vec<&str> = file.names().collect();
+        keys.sort();
+        let want_keys: Vec<&str> = if task == Task::SequenceClassification {
+            vec!["base_model.classifier.bias", "base_model.classifier.weight", "prompt_embeddings"]
+        } else {
+            vec!["prompt_embeddings"]
+        };
+        assert_eq!(keys, want_keys, "{model_name}: PEFT's keys");
+        let base = || load(fixtures().join("models").join(model_name)).unwrap();
+        let (again, warnings) = load_adapter_model(base(), &dir.0, true).unwrap();
+        assert!(warnings.is_empty(), "{model_name}: {warnings:?}");
+        assert_eq!(run(again.as_ref(), &x).to_vec_f32().unwrap(), before, "{model_name}: same outputs after loading");
+        let names = |m: &dyn AdapterModel| m.trainable_parameters().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(again.as_ref()), names(model.as_ref()), "{model_name}: trainable again, same names");
+        if section["peft_type"] == "P_TUNING" {
+            // PEFT's files alone: the saved prompt, frozen, said so; same outputs
+            std::fs::remove_file(dir.0.join(peft::prompt::ENCODER_FILE)).unwrap();
+            let (frozen, warnings) = load_adapter_model(base(), &dir.0, true).unwrap();
+            assert!(warnings.iter().any(|w| w.contains("inference only")), "{warnings:?}");
+            assert!(frozen.trainable_parameters().is_empty());
+            let got = run(frozen.as_ref(), &x).to_vec_f32().unwrap();
+            assert_within(model_name, &got, &before, 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn initializations() {
+    let table = |m: &dyn AdapterModel| {
+        m.trainable_parameters()
+            .into_iter()
+            .find(|(n, _)| n.ends_with("embedding.weight"))
+            .unwrap()
+            .1
+            .to_vec_f32()
+            .unwrap()
+    };
+    // RANDOM is PEFT's N(0, 1); our bound draws U(-b, b) (the paper's 0.5).
+    let normal = table(
+        fresh("gpt2", Task::CausalLm, json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 40}), 1).as_ref(),
+    );
+    let uniform = table(
+        fresh(
+            "gpt2",
+            Task::CausalLm,
+            json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 40, "prompt_tuning_init_uniform_bound": 0.5}),
+            1,
+        )
+        .as_ref(),
+    );
+    let std = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    assert!((std(&normal) - 1.0).abs() < 0.05, "N(0,1): std {}", std(&normal));
+    assert!(uniform.iter().all(|x| x.abs() <= 0.5));
+    assert!((std(&uniform) - 0.5 / 3f32.sqrt()).abs() < 0.02, "U(-0.5,0.5): std {}", std(&uniform));
+    // SAMPLE_VOCAB: every row is a row of the word-embedding table.
+    let m = fresh(
+        "gpt2",
+        Task::CausalLm,
+        json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 6, "prompt_tuning_init": "SAMPLE_VOCAB"}),
+        3,
+    );
+    let wte: BTreeMap<String, Tensor> = m.named_parameters().into_iter().collect();
+    let wte = wte["transformer.wte.weight"].to_vec_f32().unwrap();
+    let dim = m.config().hidden_size;
+    for row in table(m.as_ref()).chunks(dim) {
+        assert!(wte.chunks(dim).any(|w| w == row), "a SAMPLE_VOCAB row that is no token's embedding");
+    }
+}
