@@ -615,3 +615,73 @@ fn token_classification_on_a_bare_encoder() {
     assert_eq!((report.task, report.num_labels), (train::Task::TokenClassification, Some(3)));
     assert_eq!(report.metrics.accuracy, after.accuracy);
 }
+
+/// The adapter folder's files of any method (PEFT's two, plus P-tuning's encoder file when present).
+fn all_adapter_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn prompt_methods_train_and_resume_exactly() {
+    let cases = [
+        (
+            "bert-cls",
+            "sequence_classification",
+            cls_rows(16, 9),
+            json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 3}),
+            vec!["adapter_config.json", "adapter_model.safetensors"],
+        ),
+        (
+            "llama",
+            "causal_lm",
+            lm_rows(16, 10),
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 3, "encoder_reparameterization_type": "LSTM",
+                   "encoder_hidden_size": 8, "encoder_dropout": 0.2}),
+            vec!["adapter_config.json", "adapter_model.safetensors", "prompt_encoder.safetensors"],
+        ),
+        (
+            "gpt2",
+            "causal_lm",
+            lm_rows(16, 11),
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 2, "encoder_hidden_size": 8}),
+            vec!["adapter_config.json", "adapter_model.safetensors", "prompt_encoder.safetensors"],
+        ),
+    ];
+    for (model, task, rows, peft, files) in cases {
+        let dir = TempDir::new("prompt-resume");
+        let extra = json!({"max_steps": 12, "save_steps": 5, "batch_size": 2, "gradient_accumulation_steps": 2,
+                           "learning_rate": 0.02, "logging_steps": 1});
+        let run = setup(dir.path(), model, task, &rows, &rows[..4], extra);
+        // the `peft` section is replaced whole: no LoRA keys left
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
+        config["peft"] = peft;
+        std::fs::write(&run, config.to_string()).unwrap();
+        let full = dir.path().join("full");
+        let s = train::run(&run, &Overrides { output_dir: Some(full.clone()), ..quiet() }).unwrap();
+        assert!(s.trainable_params > 0 && s.trainable_line.starts_with("trainable params"), "{model}");
+        let saved = all_adapter_bytes(&full.join("adapter"));
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, files, "{model}: the adapter folder's files");
+        let (before, after) = (s.eval_before["dev"].loss, s.eval_after["dev"].loss);
+        assert!(after < before, "{model}: dev loss {before} before training, {after} after");
+        let losses = train_losses(&full);
+        let resumed = dir.path().join("resumed");
+        let ckpt = full.join("checkpoint-5");
+        train::run(
+            &run,
+            &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt.display().to_string()), ..quiet() },
+        )
+        .unwrap();
+        assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
+        let resumed_losses = train_losses(&resumed);
+        assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
+    }
+}

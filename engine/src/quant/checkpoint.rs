@@ -115,3 +115,63 @@ fn python_json(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Writes `model` as a Hugging Face folder in transformers' bitsandbytes 4-bit layout: packed
+/// Linears as above, everything else as it is, `config.json` with `quantization_config` (so that
+/// `from_pretrained` loads it as a 4-bit model), and the tokenizer files of `source_dir`.
+pub fn save_pretrained_4bit(
+    model: &mut dyn crate::models::Model,
+    dir: &std::path::Path,
+    source_dir: Option<&std::path::Path>,
+    config: &super::Bnb4bitConfig,
+) -> Result<()> {
+    let mut packed: Vec<(String, Vec<(String, Tensor)>)> = Vec::new();
+    model.visit_linears(&mut |path, hooked| {
+        let Some(p) = &hooked.base.packed else { return Ok(()) };
+        let q = p.as_any().downcast_ref::<Bnb4bit>().ok_or_else(|| {
+            Error::invalid(OP, format!("{path} holds a {} weight, which has no bitsandbytes layout", p.type_name()))
+        })?;
+        let name = format!("{path}.weight");
+        packed.push((name.clone(), write_bnb4_weight(&name, q)?));
+        Ok(())
+    })?;
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, t) in model.named_parameters() {
+        match packed.iter().position(|(n, _)| *n == name) {
+            Some(i) => tensors.append(&mut packed[i].1),
+            None => tensors.push((name, t.detach().contiguous()?)),
+        }
+    }
+    if let Some((name, _)) = packed.iter().find(|(_, t)| !t.is_empty()) {
+        return Err(Error::invalid(OP, format!("packed weight `{name}` is not among the model's parameters")));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    crate::io::save_safetensors(dir.join("model.safetensors"), &tensors, Some(&meta))?;
+    let c = model.config();
+    let mut raw = c.raw.clone();
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert("architectures".into(), serde_json::json!([c.architecture.name()]));
+        obj.insert("quantization_config".into(), config.to_json());
+    }
+    let json = serde_json::to_vec_pretty(&raw).map_err(|e| Error::invalid(OP, e.to_string()))?;
+    crate::io::safetensors::write_atomic(&dir.join("config.json"), &json)?;
+    if let Some(src) = source_dir {
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+            "generation_config.json",
+        ] {
+            let from = src.join(name);
+            if from.exists() {
+                let bytes =
+                    std::fs::read(&from).map_err(|e| Error::Io { path: from.display().to_string(), source: e })?;
+                crate::io::safetensors::write_atomic(&dir.join(name), &bytes)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -10,7 +10,7 @@ pub mod codes;
 pub mod load;
 
 pub use bnb4::{Absmax, Bnb4bit, QuantType};
-pub use checkpoint::{read_bnb4_weight, write_bnb4_weight};
+pub use checkpoint::{read_bnb4_weight, save_pretrained_4bit, write_bnb4_weight};
 pub use load::{dequantize_model, quantize_model, Bnb4bitConfig, QuantizeReport};
 
 use crate::error::Result;

@@ -3,7 +3,9 @@
 mod eval;
 mod forward;
 mod generate;
+mod inspect;
 mod merge;
+mod quantize;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Fold a LoRA adapter into its base model and write a Hugging Face model folder.
     Merge(merge::MergeArgs),
+    /// Write a float model in transformers' bitsandbytes 4-bit layout (NF4/FP4, double quantization).
+    Quantize(quantize::QuantizeArgs),
+    /// Report a model's parameters and memory, with the bits per parameter of quantized weights.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Parses `args` (program name first), runs the subcommand, and returns the exit code.
@@ -50,6 +56,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Merge(args) => merge::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
     };
     match result {
         Ok(()) => 0,
