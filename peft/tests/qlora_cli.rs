@@ -88,3 +88,62 @@ fn inspect_quantizes_on_load_and_bad_options_are_named() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("blocksize 48"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!out.exists(), "nothing written on error");
 }
+
+#[test]
+fn merging_a_lora_trained_on_a_4bit_base_exports_float_weights() {
+    let src = fixtures_dir().join("models/llama");
+    let q4 = out_dir("merge-base");
+    let o = peft(&[
+        "quantize",
+        "--model",
+        src.to_str().unwrap(),
+        "--out",
+        q4.to_str().unwrap(),
+        "--bnb-4bit-use-double-quant",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An adapter on the 4-bit base, non-zero in both factors.
+    let mut model = peft::PeftModel::new(load(&q4).unwrap());
+    let mut lc = peft::LoraConfig::new(4, 8.0, &["q_proj", "v_proj", "up_proj"]);
+    lc.init_lora_weights = serde_json::from_value(serde_json::json!(false)).unwrap();
+    model.add_adapter("default", lc, 5).unwrap();
+    let adapter = out_dir("merge-adapter");
+    model.save_adapter(&adapter, "default").unwrap();
+    let ids = Tensor::from_vec(vec![5i64, 81, 65, 96, 48, 14, 5], &[1, 7]).unwrap();
+    let logits = |m: &dyn engine::models::Model| {
+        m.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None)
+            .unwrap()
+            .logits
+            .unwrap()
+            .to_vec_f32()
+            .unwrap()
+    };
+    let want = logits(&model);
+    for (dtype, tol) in [("f32", 1e-5f32), ("bf16", 3e-2)] {
+        let out = out_dir(&format!("merged-{dtype}"));
+        let args = ["merge", "--model", q4.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+        let o = peft(&[&args[..], &["--out", out.to_str().unwrap(), "--dtype", dtype]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert!(config.get("quantization_config").is_none(), "a merged model is a float model");
+        let merged = load(&out).unwrap();
+        let got = logits(merged.as_ref());
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{dtype}: {a} vs {b}");
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    // Re-quantizing warns and writes a 4-bit folder.
+    let out = out_dir("merged-q4");
+    let args = ["merge", "--model", q4.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+    let o =
+        peft(&[&args[..], &["--out", out.to_str().unwrap(), "--requantize", "--bnb-4bit-use-double-quant"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: --requantize"));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["quantization_config"]["bnb_4bit_use_double_quant"], true);
+    for d in [out, adapter, q4] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
