@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Loads the adapters `cargo run -p peft --example interop_adapters -- DIR` wrote with Hugging Face
 PEFT and compares PEFT's outputs with ours. Needs torch, transformers and peft (see
-scripts/python-reference-env.sh):  assets/pyenv/bin/python scripts/check-python-interop.py DIR"""
+scripts/python-reference-env.sh):  assets/pyenv/bin/python scripts/check-python-interop.py DIR
+With `--prefix DIR`: the prefix-tuning adapters of `--example interop_prefix` instead."""
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,55 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+
+def check_prefix_adapters(root):
+    """Prefix tuning / P-tuning v2 adapters from `cargo run -p peft --example interop_prefix -- DIR`:
+    PEFT loads each folder (ignoring our prompt_encoder.safetensors and prefix_dropout) and computes
+    our outputs; a fresh PEFT model of the same config counts the parameters we count."""
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoModelForTokenClassification
+
+    classes = {
+        "SEQ_CLS": AutoModelForSequenceClassification,
+        "TOKEN_CLS": AutoModelForTokenClassification,
+        "CAUSAL_LM": AutoModelForCausalLM,
+    }
+    worst = 0.0
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        model_dir = (case / "model_dir").read_text().strip()
+        config = json.loads((case / "adapter" / "adapter_config.json").read_text())
+        cls = classes[config["task_type"]]
+        saved = load_file(case / "adapter" / "adapter_model.safetensors")
+        head = saved.get("base_model.classifier.weight")
+        kwargs = {"num_labels": head.shape[0]} if head is not None else {}
+        model = PeftModel.from_pretrained(cls.from_pretrained(model_dir, **kwargs), case / "adapter").eval()
+        expected = load_file(case / "expected.safetensors")
+        name = "logits" if "logits" in expected else "last_hidden_state"
+        with torch.no_grad():
+            got = getattr(model(input_ids=expected["input_ids"]), name)
+            # (PEFT's disable_adapter fails on prompt-learning classifiers; the base model runs
+            # without the prefixes, with the trained head.)
+            plain = getattr(model.get_base_model()(input_ids=expected["input_ids"]), name)
+        diff = (got - expected[name]).abs().max().item()
+        effect = (plain - expected[name]).abs().max().item()
+        fresh_config = PeftConfig.from_pretrained(case / "adapter")
+        fresh_config.inference_mode = False
+        fresh = get_peft_model(cls.from_pretrained(model_dir, **kwargs), fresh_config)
+        theirs = fresh.get_nb_trainable_parameters()
+        ours = tuple(int(x) for x in (case / "counts").read_text().split())
+        print(f"{case.name}: trainable/all parameters: PEFT {theirs}, ours {ours}")
+        print(f"{case.name}: max |PEFT - ours| = {diff:.3g} (the adapter changes outputs by up to {effect:.3g})")
+        assert theirs == ours, f"{case.name}: parameter counts differ"
+        assert effect > 1e-3, f"{case.name}: the adapter has no visible effect, the check would prove nothing"
+        assert diff < 1e-4, f"{case.name}: PEFT disagrees with us"
+        worst = max(worst, diff)
+    print(f"all prefix adapters load in PEFT and agree (worst {worst:.3g})")
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--prefix":
+    check_prefix_adapters(Path(sys.argv[2]))
+    sys.exit(0)
 
 root = Path(sys.argv[1])
 worst_overall = 0.0

@@ -1,12 +1,13 @@
 //! Writes LoRA adapters made here, with the outputs we compute for them, so that
 //! `scripts/check-python-interop.py` can load each with Hugging Face PEFT and compare.
 //! Usage: cargo run -p peft --example interop_adapters -- OUT_DIR
-use engine::io::save_safetensors;
-use engine::models::{load, ForwardInput};
-use engine::Tensor;
+use engine::models::load;
 use peft::config::{InitLoraWeights, TargetModules};
 use peft::{LoraConfig, PeftModel};
 use std::path::PathBuf;
+
+#[path = "common/interop_case.rs"]
+mod interop_case;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out: PathBuf = std::env::args().nth(1).ok_or("usage: interop_adapters OUT_DIR")?.into();
@@ -49,17 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let dir = out.join(name);
         model.save_adapter(dir.join("adapter"), "default")?;
-        let ids = Tensor::from_vec(vec![3i64, 14, 15, 92, 65, 35, 8, 9, 79, 32, 38, 46], &[2, 6])?;
-        let y = model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None)?;
-        let (out_name, t) = y.main();
-        save_safetensors(
-            dir.join("expected.safetensors"),
-            &[("input_ids".into(), ids.clone()), (out_name.into(), t.contiguous()?)],
-            None,
-        )?;
-        std::fs::write(dir.join("model_dir"), model_dir.display().to_string())?;
-        let (trainable, all) = model.parameter_counts();
-        std::fs::write(dir.join("counts"), format!("{trainable} {all}"))?;
+        interop_case::write_case(&dir, &model, &model_dir, model.parameter_counts())?;
         println!("{name}: {}", model.trainable_parameters_line());
     }
     Ok(())

@@ -423,3 +423,139 @@ fn token_classification_trains_prefixes_and_head_with_correct_gradients() {
         }
     }
 }
+
+fn peft_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the peft binary runs")
+}
+
+fn assert_cli_ok(o: &std::process::Output, what: &str) {
+    assert!(o.status.success(), "{what}: exit {:?}, stderr: {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn peft_forward_and_generate_with_prefix_adapters() {
+    let tmp = TempDir::new("cli");
+    for case in prefix_cases("adapters") {
+        let name = case["name"].as_str().unwrap();
+        let (model_dir, adapter_dir) = (
+            fixtures().join(case["model_dir"].as_str().unwrap()),
+            fixtures().join(case["adapter_dir"].as_str().unwrap()),
+        );
+        let input = tmp.0.join(format!("{name}-in.safetensors"));
+        let out = tmp.0.join(format!("{name}-out.safetensors"));
+        engine::io::save_safetensors(&input, &[("input_ids".to_string(), ids(&case))], None).unwrap();
+        let o = peft_cli(&[
+            "forward",
+            "--model",
+            model_dir.to_str().unwrap(),
+            "--adapter",
+            adapter_dir.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_cli_ok(&o, name);
+        let output = case["output"].as_str().unwrap();
+        let got = SafeTensors::open(&out).unwrap().tensor_f32(output).unwrap();
+        let want =
+            SafeTensors::open(fixtures().join(case["expected"].as_str().unwrap())).unwrap().tensor_f32(output).unwrap();
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        let (rtol, atol) = tolerances(&case);
+        assert_within(
+            &format!("{name} (peft forward)"),
+            &got.to_vec_f32().unwrap(),
+            &want.to_vec_f32().unwrap(),
+            rtol,
+            atol,
+        );
+        if case["base"] != "bert-cls" {
+            let generate = |extra: &[&str]| {
+                let mut args = vec![
+                    "generate",
+                    "--model",
+                    model_dir.to_str().unwrap(),
+                    "--adapter",
+                    adapter_dir.to_str().unwrap(),
+                    "--prompt-ids",
+                    "5,17,3",
+                    "--max-new-tokens",
+                    "6",
+                ];
+                args.extend_from_slice(extra);
+                let o = peft_cli(&args);
+                assert_cli_ok(&o, name);
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            };
+            let cached = generate(&[]);
+            assert_eq!(cached.split(',').count(), 6, "{name}: {cached}");
+            assert_eq!(cached, generate(&["--no-cache"]), "{name}");
+        }
+    }
+}
+
+/// `peft train` with both methods on the tiny fixtures: a run resumed from a mid-run checkpoint ends
+/// with the same adapter bytes (the reparameterization included) as one that never stopped.
+#[test]
+fn peft_train_resumes_prefix_methods_exactly() {
+    use peft::train::{run, Overrides};
+    let rows = |n: usize, cls: bool| -> String {
+        (0..n)
+            .map(|i| {
+                let ids: Vec<i64> = (0..3 + i % 5).map(|j| (10 + 7 * i + 3 * j) as i64 % 90 + 5).collect();
+                if cls {
+                    format!("{}\n", serde_json::json!({"input_ids": ids, "label": i % 2}))
+                } else {
+                    format!("{}\n", serde_json::json!({"input_ids": ids}))
+                }
+            })
+            .collect()
+    };
+    let cases = [
+        (
+            "llama",
+            "causal_lm",
+            serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 3,
+            "prefix_projection": true, "encoder_hidden_size": 8, "prefix_dropout": 0.2}),
+        ),
+        (
+            "bert-cls",
+            "sequence_classification",
+            serde_json::json!({"peft_type": "PREFIX_TUNING",
+            "num_virtual_tokens": 4, "prefix_dropout": 0.1}),
+        ),
+    ];
+    for (model, task, peft) in cases {
+        let tmp = TempDir::new(&format!("train-{model}"));
+        std::fs::write(tmp.0.join("train.jsonl"), rows(12, task != "causal_lm")).unwrap();
+        let config = serde_json::json!({
+            "model": fixtures().join("models").join(model), "task": task, "peft": peft,
+            "data": {"train": "train.jsonl", "dev": "train.jsonl"}, "output_dir": "out",
+            "batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 6, "save_steps": 3,
+            "learning_rate": 0.01, "lr_scheduler": "linear", "seed": 3, "logging_steps": 3,
+        });
+        let run_file = tmp.0.join("run.json");
+        std::fs::write(&run_file, config.to_string()).unwrap();
+        let quiet = Overrides { quiet: true, ..Default::default() };
+        let full = tmp.0.join("full");
+        let s = run(&run_file, &Overrides { output_dir: Some(full.clone()), ..quiet.clone() }).unwrap();
+        assert!(s.trainable_line.starts_with("trainable params: "), "{}", s.trainable_line);
+        let resumed = tmp.0.join("resumed");
+        let ckpt = full.join("checkpoint-3").display().to_string();
+        run(&run_file, &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt), ..quiet }).unwrap();
+        let mut files = vec!["adapter_model.safetensors", "adapter_config.json"];
+        if task == "causal_lm" {
+            files.push(ENCODER_FILE);
+        }
+        for f in files {
+            let (a, b) = (file_bytes(&full.join("adapter"), f), file_bytes(&resumed.join("adapter"), f));
+            assert!(a == b, "{model}: {f} differs after resuming");
+        }
+        // The trained adapter moved away from the checkpoint and loads back through the method seam.
+        let first = file_bytes(&full.join("checkpoint-3"), "adapter_model.safetensors");
+        assert!(first != file_bytes(&full.join("adapter"), "adapter_model.safetensors"));
+        let (loaded, _) =
+            peft::method::from_pretrained(&fixtures().join("models").join(model), &full.join("adapter")).unwrap();
+        assert_eq!(loaded.peft_type(), "PREFIX_TUNING");
+    }
+}

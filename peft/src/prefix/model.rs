@@ -6,6 +6,7 @@
 use super::config::PrefixTuningConfig;
 use super::encoder::PrefixEncoder;
 use crate::method::{AdapterModel, ADAPTER_NAME};
+use crate::peft_model::{copy_tensor, module_matches};
 use engine::models::{ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
 use engine::nn::{HookedLinear, Linear};
 use engine::{Error, Result, Tensor};
@@ -57,11 +58,6 @@ pub struct PrefixModel {
     clock: DropoutClock,
 }
 
-/// `modules_to_save` entries match a module path exactly or as a dotted suffix.
-fn module_matches(path: &str, module: &str) -> bool {
-    path == module || path.ends_with(&format!(".{module}"))
-}
-
 impl PrefixModel {
     /// A fresh prefix adapter on `base`: the config is filled from the model (PEFT's rules), the
     /// encoder initialized from `seed`, and for SEQ_CLS / TOKEN_CLS the classifier is trained too.
@@ -94,10 +90,10 @@ impl PrefixModel {
         let mut replaced = 0;
         base.visit_linears(&mut |path, hooked: &mut HookedLinear| {
             if saved.iter().any(|m| module_matches(path, m)) {
-                let copy = |t: &Tensor| Tensor::from_vec(t.to_vec_f32()?, t.shape());
                 let (w, b) = (&hooked.base.weight, hooked.base.bias.as_ref());
                 replaced += w.numel() + b.map_or(0, Tensor::numel);
-                let head = Linear::from_values(&copy(w)?, b.map(copy).transpose()?.as_ref(), trainable_heads)?;
+                let head =
+                    Linear::from_values(&copy_tensor(w)?, b.map(copy_tensor).transpose()?.as_ref(), trainable_heads)?;
                 hooked.base = head.clone();
                 heads.insert(path.to_string(), head);
             }
