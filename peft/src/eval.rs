@@ -172,7 +172,7 @@ pub fn run(
     data_file: &Path,
     options: &EvalOptions,
 ) -> Result<EvalReport> {
-    if !model_dir.is_dir() {
+    if !model_dir.is_dir() && !engine::io::gguf::is_gguf_file(model_dir) {
         return Err(Error::File { path: model_dir.display().to_string(), detail: "model folder not found".into() });
     }
     let model_config = ModelConfig::from_dir(model_dir)?;

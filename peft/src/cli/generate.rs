@@ -1,5 +1,6 @@
 //! `peft generate`: continue a prompt with a causal language model.
 use super::{check_model_dir, CliResult};
+use engine::models::chat_template::{ChatMessage, ChatTemplate};
 use engine::models::sampling::{self, SamplingConfig};
 use engine::models::tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -8,8 +9,9 @@ use std::path::PathBuf;
 #[command(group(clap::ArgGroup::new("prompt_source").required(true).args(["prompt", "prompt_ids"])))]
 #[command(allow_negative_numbers = true)]
 pub struct GenerateArgs {
-    /// Hugging Face model folder of a causal LM (GPT-2, LLaMA) with its tokenizer.json.
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face model folder of a causal LM (GPT-2, LLaMA) with its tokenizer.json, or a
+    /// llama.cpp `.gguf` file (LLaMA architecture; its own tokenizer).
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     pub model: PathBuf,
     /// Prompt text, tokenized with the folder's tokenizer.json; prints the decoded continuation.
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
@@ -35,6 +37,10 @@ pub struct GenerateArgs {
     /// Recompute the whole sequence at every step instead of keeping a key/value cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Put the prompt in the model's chat template as one user message and open the assistant's
+    /// turn (ChatML templates: a `.gguf` file's, or `chat_template` of tokenizer_config.json).
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
     /// Adapter folder to apply to the model (PEFT's, any method, or AdapterHub's).
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
@@ -50,7 +56,13 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     let (tokenizer, prompt_ids) = match (&args.prompt, &args.prompt_ids) {
         (Some(text), _) => {
             let tokenizer = Tokenizer::from_dir(&args.model)?;
-            let ids = tokenizer.encode(text, true)?;
+            let ids = if args.chat {
+                // As transformers' apply_chat_template: the template writes the special tokens.
+                let template = ChatTemplate::from_model(&args.model)?;
+                tokenizer.encode(&template.render(&[ChatMessage::new("user", text)], true), false)?
+            } else {
+                tokenizer.encode(text, true)?
+            };
             (Some(tokenizer), ids)
         }
         (None, Some(ids)) => (None, ids.clone()),

@@ -68,10 +68,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Checks that a model folder exists before loading it, so the message names the folder.
+/// Checks that a model folder (or a `.gguf` file) exists before loading it, so the message names it.
 pub fn check_model_dir(dir: &std::path::Path) -> CliResult<()> {
-    if !dir.is_dir() {
-        return Err(format!("model folder {} does not exist or is not a folder", dir.display()).into());
+    if !dir.is_dir() && !engine::io::gguf::is_gguf_file(dir) {
+        return Err(
+            format!("model folder {} does not exist or is not a folder (or a .gguf file)", dir.display()).into()
+        );
     }
     Ok(())
 }

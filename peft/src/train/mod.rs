@@ -56,7 +56,7 @@ pub fn run(config_path: &Path, overrides: &Overrides) -> Result<Summary> {
 /// head is initialized when the checkpoint has none). Returns the model and, for classification,
 /// its classifier size (an error when it contradicts `num_labels`).
 pub fn load_task_model(dir: &Path, task: Task, num_labels: Option<usize>) -> Result<(Box<dyn Model>, Option<usize>)> {
-    if !dir.is_dir() {
+    if !dir.is_dir() && !engine::io::gguf::is_gguf_file(dir) {
         return Err(Error::File { path: dir.display().to_string(), detail: "model folder not found".into() });
     }
     let arch = ModelConfig::from_dir(dir)?.architecture;

@@ -132,6 +132,11 @@ pub fn is_gguf(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && !path.is_dir()
 }
 
+/// Whether `path` is an existing `.gguf` file.
+pub fn is_gguf_file(path: &Path) -> bool {
+    is_gguf(path) && path.is_file()
+}
+
 /// Reads little-endian values from the header, with errors that say what was being read where.
 struct Cursor<'a> {
     bytes: &'a [u8],
