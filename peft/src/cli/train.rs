@@ -24,6 +24,12 @@ pub struct TrainArgs {
     /// No progress bar or progress lines (results and errors are still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// QLoRA: quantize the base model to 4 bits while loading (replaces the file's
+    /// `quantization_config`; the `--bnb-4bit-*` options below apply).
+    #[arg(long = "load-in-4bit")]
+    pub load_in_4bit: bool,
+    #[command(flatten)]
+    pub quant: super::quantize::QuantOptions,
 }
 
 pub fn run(args: &TrainArgs) -> CliResult<()> {
@@ -40,6 +46,13 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
             }
         }),
         quiet: args.quiet,
+        quantization_config: if args.load_in_4bit {
+            let mut q = args.quant.config()?.to_json();
+            q["bnb_4bit_blocksize"] = args.quant.blocksize.into();
+            Some(q)
+        } else {
+            None
+        },
     };
     let summary = train::run(&args.config, &overrides)?;
     if args.quiet {

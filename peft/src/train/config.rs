@@ -219,6 +219,12 @@ pub struct TrainConfig {
     /// A checkpoint folder to continue from, or `"latest"` (the newest in `output_dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_from: Option<String>,
+    /// QLoRA: transformers' `BitsAndBytesConfig` as a dict, e.g. `{"load_in_4bit": true,
+    /// "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": true, "bnb_4bit_compute_dtype":
+    /// "bfloat16", "llm_int8_skip_modules": ["classifier"]}`: the base model's Linears are quantized
+    /// to 4 bits while loading and stay frozen; the adapter trains on top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization_config: Option<Value>,
 }
 
 /// The PEFT classifier heads PEFT adds to `modules_to_save` for classification tasks.
@@ -264,7 +270,50 @@ impl TrainConfig {
     }
 
     /// Checks the values (not the files).
+    /// The 4-bit loading the run asks for (`quantization_config` with `load_in_4bit`), if any.
+    pub fn bnb_4bit(&self) -> Result<Option<engine::quant::Bnb4bitConfig>> {
+        let Some(v) = &self.quantization_config else { return Ok(None) };
+        let bad = |detail: String| Err(Error::invalid("train config", format!("`quantization_config`: {detail}")));
+        let Some(obj) = v.as_object() else { return bad(format!("must be an object, got {v}")) };
+        // Every key of transformers' `BitsAndBytesConfig.to_dict()`, so a model's
+        // `quantization_config` can be pasted here, plus our `bnb_4bit_blocksize`.
+        const KNOWN: [&str; 14] = [
+            "load_in_4bit",
+            "load_in_8bit",
+            "_load_in_4bit",
+            "_load_in_8bit",
+            "llm_int8_enable_fp32_cpu_offload",
+            "llm_int8_has_fp16_weight",
+            "bnb_4bit_quant_type",
+            "bnb_4bit_use_double_quant",
+            "bnb_4bit_compute_dtype",
+            "bnb_4bit_quant_storage",
+            "bnb_4bit_blocksize",
+            "llm_int8_skip_modules",
+            "quant_method",
+            "llm_int8_threshold",
+        ];
+        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return bad(format!("unknown key `{k}` (known: {})", KNOWN.join(", ")));
+        }
+        if obj.get("load_in_8bit").and_then(Value::as_bool) == Some(true) {
+            return bad("load_in_8bit is not supported; use load_in_4bit".into());
+        }
+        if let Some(s) = obj.get("bnb_4bit_quant_storage").and_then(Value::as_str) {
+            if s != "uint8" {
+                return bad(format!("bnb_4bit_quant_storage `{s}`: only uint8 is supported"));
+            }
+        }
+        if obj.get("load_in_4bit").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        engine::quant::Bnb4bitConfig::from_json(v)
+            .map(Some)
+            .map_err(|e| Error::invalid("train config", format!("`quantization_config`: {e}")))
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.bnb_4bit()?;
         let bad = |field: &str, detail: String| Err(Error::invalid("train config", format!("`{field}`: {detail}")));
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());

@@ -30,6 +30,8 @@ pub struct Overrides {
     pub resume_from: Option<String>,
     /// No progress bar, no lines on stdout or stderr.
     pub quiet: bool,
+    /// Replaces the file's `quantization_config` (`peft train --load-in-4bit ...`).
+    pub quantization_config: Option<serde_json::Value>,
 }
 
 /// `peft train --config FILE`: reads the run file, applies `overrides`, trains.
@@ -46,6 +48,9 @@ pub fn run(config_path: &Path, overrides: &Overrides) -> Result<Summary> {
     }
     if let Some(r) = &overrides.resume_from {
         config.resume_from = Some(r.clone());
+    }
+    if let Some(q) = &overrides.quantization_config {
+        config.quantization_config = Some(q.clone());
     }
     config.validate().map_err(|e| Error::invalid("train", format!("after command-line overrides: {e}")))?;
     train(&config, overrides.quiet)

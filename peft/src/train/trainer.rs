@@ -114,8 +114,21 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let started = Instant::now();
     let task = config.task;
     let model_dir = &config.model;
-    let (base, num_labels) = load_task_model(model_dir, task, config.num_labels)
+    let (mut base, num_labels) = load_task_model(model_dir, task, config.num_labels)
         .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?;
+    if let Some(q) = config.bnb_4bit()? {
+        let r = engine::quant::quantize_model(base.as_mut(), &q)?;
+        if !quiet {
+            eprintln!(
+                "loaded in 4 bits ({}{}): {} Linears, {:.3} bits per quantized parameter; {} left in f32",
+                q.quant_type.name(),
+                if q.double_quant { " + double quantization" } else { "" },
+                r.quantized.len(),
+                r.bits_per_param(),
+                r.skipped.len()
+            );
+        }
+    }
     let model_config = ModelConfig::from_dir(model_dir)?;
     let out = &config.output_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
