@@ -407,6 +407,18 @@ impl BottleneckSpec {
     }
 }
 
+impl BottleneckSpec {
+    /// The spec as one JSON object (resume checks, summaries): `name`, `config`, and the two options.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "config": self.config.to_json(),
+            "train_layer_norms": self.train_layer_norms,
+            "train_head": self.train_head,
+        })
+    }
+}
+
 /// An adapter name must survive as one segment of a parameter key.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && !s.contains(['.', '/', '\\'])

@@ -22,6 +22,9 @@ pub const WEIGHTS_NAME: &str = "adapter.safetensors";
 pub const HEAD_CONFIG_NAME: &str = "head_config.json";
 pub const HEAD_WEIGHTS_NAME: &str = "model_head.safetensors";
 pub const LAYER_NORMS_NAME: &str = "layer_norms.safetensors";
+/// Ours: which base parameters trained with the adapter (`train_head`, `train_layer_norms`), so that
+/// a checkpoint resumes with the same trainable set. `adapters` ignores it.
+pub const OPTIONS_NAME: &str = "training_options.json";
 /// The `version` field `adapters` writes; files made here claim the format of this release.
 const VERSION: &str = "adapters.1.3.0";
 
@@ -105,6 +108,8 @@ pub fn save(model: &BottleneckModel, dir: &Path) -> Result<()> {
         let norms: Vec<(String, Tensor)> = base.into_iter().filter(|(n, _)| is_layer_norm(n)).collect();
         save_safetensors(dir.join(LAYER_NORMS_NAME), &detached(norms)?, Some(&meta))?;
     }
+    let options = json!({"train_head": model.spec().train_head, "train_layer_norms": model.spec().train_layer_norms});
+    write_json(&dir.join(OPTIONS_NAME), &options)?;
     // The config last: a folder with a config has its weights.
     write_json(&dir.join(CONFIG_NAME), &config_file(model))
 }
@@ -137,8 +142,19 @@ pub fn load(base: Box<dyn Model>, dir: &Path, trainable: bool) -> Result<(Bottle
             warnings.push(format!("the adapter was saved from a `{t}` model, loading it into `{}`", c.model_type));
         }
     }
-    let train_layer_norms = dir.join(LAYER_NORMS_NAME).exists();
-    let spec = BottleneckSpec { name: name.clone(), config, train_layer_norms, train_head: true };
+    // Without our options file (a folder `adapters` wrote): its `train_adapter` trains the head only.
+    let options_path = dir.join(OPTIONS_NAME);
+    let options = if options_path.is_file() { read_json(&options_path)? } else { json!({}) };
+    let option = |k: &str, default: bool| -> Result<bool> {
+        match options.get(k) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(file_err(&options_path, format!("`{k}` must be true or false, got {other}"))),
+        }
+    };
+    let train_layer_norms = option("train_layer_norms", dir.join(LAYER_NORMS_NAME).is_file())?;
+    let spec =
+        BottleneckSpec { name: name.clone(), config, train_layer_norms, train_head: option("train_head", true)? };
     let mut model = BottleneckModel::install(base, spec, 0, trainable)?;
 
     let weights_path = dir.join(WEIGHTS_NAME);

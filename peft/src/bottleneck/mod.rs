@@ -41,12 +41,7 @@ impl AdapterModel for BottleneckModel {
         self.save(dir)
     }
     fn adapter_config_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.name(),
-            "config": self.spec().config.to_json(),
-            "train_layer_norms": self.spec().train_layer_norms,
-            "train_head": self.spec().train_head,
-        })
+        self.spec().to_json()
     }
 }
 
