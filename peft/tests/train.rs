@@ -685,3 +685,65 @@ fn prompt_methods_train_and_resume_exactly() {
         assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
     }
 }
+
+#[test]
+fn bottleneck_adapters_train_and_resume_exactly() {
+    let cases = [
+        (
+            "bert-cls",
+            "sequence_classification",
+            cls_rows(16, 9),
+            json!({"preset": "double_seq_bn", "reduction_factor": 8, "dropout": 0.1, "name": "houlsby"}),
+            vec![
+                "adapter.safetensors",
+                "adapter_config.json",
+                "head_config.json",
+                "model_head.safetensors",
+                "training_options.json",
+            ],
+        ),
+        (
+            "llama",
+            "causal_lm",
+            lm_rows(16, 10),
+            json!({"preset": "par_bn", "reduction_factor": 8, "train_layer_norms": true}),
+            vec!["adapter.safetensors", "adapter_config.json", "layer_norms.safetensors", "training_options.json"],
+        ),
+        (
+            "gpt2",
+            "causal_lm",
+            lm_rows(16, 11),
+            json!({"preset": "seq_bn", "reduction_factor": 8, "scaling": "learned", "stochastic_depth": 0.2}),
+            vec!["adapter.safetensors", "adapter_config.json", "training_options.json"],
+        ),
+    ];
+    for (model, task, rows, peft, files) in cases {
+        let dir = TempDir::new("bottleneck-resume");
+        let extra = json!({"max_steps": 12, "save_steps": 5, "batch_size": 2, "gradient_accumulation_steps": 2,
+                           "learning_rate": 0.02, "logging_steps": 1});
+        let run = setup(dir.path(), model, task, &rows, &rows[..4], extra);
+        // the `peft` section is replaced whole: no LoRA keys left
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
+        config["peft"] = peft;
+        std::fs::write(&run, config.to_string()).unwrap();
+        let full = dir.path().join("full");
+        let s = train::run(&run, &Overrides { output_dir: Some(full.clone()), ..quiet() }).unwrap();
+        assert!(s.trainable_params > 0 && s.trainable_line.starts_with("trainable params"), "{model}");
+        let saved = all_adapter_bytes(&full.join("adapter"));
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, files, "{model}: the adapter folder's files");
+        let (before, after) = (s.eval_before["dev"].loss, s.eval_after["dev"].loss);
+        assert!(after < before, "{model}: dev loss {before} before training, {after} after");
+        let losses = train_losses(&full);
+        let resumed = dir.path().join("resumed");
+        let ckpt = full.join("checkpoint-5");
+        train::run(
+            &run,
+            &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt.display().to_string()), ..quiet() },
+        )
+        .unwrap();
+        assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
+        let resumed_losses = train_losses(&resumed);
+        assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
+    }
+}
