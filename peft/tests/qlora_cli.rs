@@ -12,6 +12,15 @@ fn peft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the peft binary runs")
 }
 
+fn logits(m: &dyn engine::models::Model, ids: &Tensor) -> Vec<f32> {
+    m.forward(&ForwardInput { input_ids: Some(ids), ..Default::default() }, None)
+        .unwrap()
+        .logits
+        .unwrap()
+        .to_vec_f32()
+        .unwrap()
+}
+
 fn out_dir(tag: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("qlora-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -45,15 +54,7 @@ fn quantize_writes_a_4bit_folder_that_loads_back_identically() {
     quantize_model(want.as_mut(), &cfg).unwrap();
     let got = load(&out).unwrap();
     let ids = Tensor::from_vec(vec![5i64, 81, 65, 96, 48, 14, 5], &[1, 7]).unwrap();
-    let run = |m: &dyn engine::models::Model| {
-        m.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None)
-            .unwrap()
-            .logits
-            .unwrap()
-            .to_vec_f32()
-            .unwrap()
-    };
-    assert_eq!(run(got.as_ref()), run(want.as_ref()));
+    assert_eq!(logits(got.as_ref(), &ids), logits(want.as_ref(), &ids));
 
     let o = peft(&["inspect", "--model", out.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
@@ -110,15 +111,7 @@ fn merging_a_lora_trained_on_a_4bit_base_exports_float_weights() {
     let adapter = out_dir("merge-adapter");
     model.save_adapter(&adapter, "default").unwrap();
     let ids = Tensor::from_vec(vec![5i64, 81, 65, 96, 48, 14, 5], &[1, 7]).unwrap();
-    let logits = |m: &dyn engine::models::Model| {
-        m.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None)
-            .unwrap()
-            .logits
-            .unwrap()
-            .to_vec_f32()
-            .unwrap()
-    };
-    let want = logits(&model);
+    let want = logits(&model, &ids);
     for (dtype, tol) in [("f32", 1e-5f32), ("bf16", 3e-2)] {
         let out = out_dir(&format!("merged-{dtype}"));
         let args = ["merge", "--model", q4.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
@@ -128,7 +121,7 @@ fn merging_a_lora_trained_on_a_4bit_base_exports_float_weights() {
             serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
         assert!(config.get("quantization_config").is_none(), "a merged model is a float model");
         let merged = load(&out).unwrap();
-        let got = logits(merged.as_ref());
+        let got = logits(merged.as_ref(), &ids);
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{dtype}: {a} vs {b}");
         }

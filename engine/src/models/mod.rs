@@ -194,17 +194,31 @@ pub fn load_as(
 /// `model.safetensors`), so that transformers' `from_pretrained` loads it. Files are written
 /// atomically; other files of `source_dir` (tokenizer, generation config) are copied along.
 pub fn save_pretrained(model: &dyn Model, dir: impl AsRef<Path>, source_dir: Option<&Path>) -> Result<()> {
-    let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
     let tensors: Vec<(String, Tensor)> =
         model.named_parameters().into_iter().map(|(n, t)| Ok((n, t.detach().contiguous()?))).collect::<Result<_>>()?;
+    save_pretrained_tensors(model, &tensors, dir.as_ref(), source_dir, &[])
+}
+
+/// [`save_pretrained`] with the weights given (`tensors`, e.g. a 4-bit layout) and entries to add to
+/// config.json (e.g. `quantization_config`).
+pub fn save_pretrained_tensors(
+    model: &dyn Model,
+    tensors: &[(String, Tensor)],
+    dir: &Path,
+    source_dir: Option<&Path>,
+    extra_config: &[(&str, serde_json::Value)],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    crate::io::save_safetensors(dir.join("model.safetensors"), &tensors, Some(&meta))?;
+    crate::io::save_safetensors(dir.join("model.safetensors"), tensors, Some(&meta))?;
     let c = model.config();
     let mut raw = c.raw.clone();
     if let Some(obj) = raw.as_object_mut() {
         obj.insert("architectures".into(), serde_json::json!([c.architecture.name()]));
+        for (k, v) in extra_config {
+            obj.insert(k.to_string(), v.clone());
+        }
         if matches!(
             c.architecture,
             Architecture::BertForSequenceClassification | Architecture::BertForTokenClassification

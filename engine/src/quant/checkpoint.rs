@@ -145,33 +145,11 @@ pub fn save_pretrained_4bit(
     if let Some((name, _)) = packed.iter().find(|(_, t)| !t.is_empty()) {
         return Err(Error::invalid(OP, format!("packed weight `{name}` is not among the model's parameters")));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
-    let mut meta = std::collections::BTreeMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    crate::io::save_safetensors(dir.join("model.safetensors"), &tensors, Some(&meta))?;
-    let c = model.config();
-    let mut raw = c.raw.clone();
-    if let Some(obj) = raw.as_object_mut() {
-        obj.insert("architectures".into(), serde_json::json!([c.architecture.name()]));
-        obj.insert("quantization_config".into(), config.to_json());
-    }
-    let json = serde_json::to_vec_pretty(&raw).map_err(|e| Error::invalid(OP, e.to_string()))?;
-    crate::io::safetensors::write_atomic(&dir.join("config.json"), &json)?;
-    if let Some(src) = source_dir {
-        for name in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "vocab.txt",
-            "generation_config.json",
-        ] {
-            let from = src.join(name);
-            if from.exists() {
-                let bytes =
-                    std::fs::read(&from).map_err(|e| Error::Io { path: from.display().to_string(), source: e })?;
-                crate::io::safetensors::write_atomic(&dir.join(name), &bytes)?;
-            }
-        }
-    }
-    Ok(())
+    crate::models::save_pretrained_tensors(
+        model,
+        &tensors,
+        dir,
+        source_dir,
+        &[("quantization_config", config.to_json())],
+    )
 }
