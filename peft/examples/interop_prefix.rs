@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => load(&model_dir)?,
         };
         let mut config = PrefixTuningConfig::new(tokens);
-        config.task_type = Some(task.into());
+        config.common.task_type = Some(task.into());
         config.prefix_projection = projection;
         if projection {
             config.encoder_hidden_size = Some(12);

@@ -104,7 +104,7 @@ fn saved_prefix_adapters_reproduce_peft_outputs() {
 fn grad_case_model(case: &serde_json::Value) -> (PrefixModel, SafeTensors) {
     let pc = &case["peft_config"];
     let mut config = PrefixTuningConfig::new(pc["num_virtual_tokens"].as_u64().unwrap() as usize);
-    config.task_type = Some(pc["task_type"].as_str().unwrap().to_string());
+    config.common.task_type = Some(pc["task_type"].as_str().unwrap().to_string());
     config.prefix_projection = pc["prefix_projection"].as_bool().unwrap();
     if config.prefix_projection {
         config.encoder_hidden_size = Some(pc["encoder_hidden_size"].as_u64().unwrap() as usize);
@@ -134,11 +134,11 @@ fn configs_fill_from_the_model_as_peft_does_with_its_parameter_counts() {
         let pc = &case["peft_config"];
         // The grouped-query rule shows on llama (4 heads, 2 key/value heads of 8): token_dim 16, 2 heads.
         for (field, got) in [
-            ("token_dim", filled.token_dim),
-            ("num_attention_heads", filled.num_attention_heads),
-            ("num_layers", filled.num_layers),
+            ("token_dim", filled.common.token_dim),
+            ("num_attention_heads", filled.common.num_attention_heads),
+            ("num_layers", filled.common.num_layers),
             ("encoder_hidden_size", filled.encoder_hidden_size),
-            ("num_transformer_submodules", filled.num_transformer_submodules),
+            ("num_transformer_submodules", filled.common.num_transformer_submodules),
         ] {
             assert_eq!(got, Some(pc[field].as_u64().unwrap() as usize), "{name}: {field}");
         }
@@ -201,7 +201,7 @@ fn gpt2() -> Box<dyn Model> {
 
 fn projected_config(dropout: f32) -> PrefixTuningConfig {
     let mut c = PrefixTuningConfig::new(3);
-    c.task_type = Some("CAUSAL_LM".into());
+    c.common.task_type = Some("CAUSAL_LM".into());
     c.prefix_projection = true;
     c.encoder_hidden_size = Some(8);
     c.prefix_dropout = dropout;
@@ -268,14 +268,16 @@ fn mismatched_or_malformed_files_are_refused() {
     assert!(err.contains("`prompt_embeddings` has shape [3, 128], the config implies [3, 64]"), "{err}");
 
     let mut c = PrefixTuningConfig::new(2);
-    c.num_transformer_submodules = Some(2);
+    c.common.num_transformer_submodules = Some(2);
     assert!(PrefixModel::new(gpt2(), c, 0).err().unwrap().to_string().contains("num_transformer_submodules"));
     let mut c = PrefixTuningConfig::new(2);
-    c.token_dim = Some(16);
+    c.common.token_dim = Some(16);
     assert!(PrefixModel::new(gpt2(), c, 0).err().unwrap().to_string().contains("head_dim"));
     assert!(PrefixModel::new(gpt2(), PrefixTuningConfig::new(0), 0).is_err());
-    let (_, warnings) =
-        PrefixTuningConfig::from_json(serde_json::json!({"num_virtual_tokens": 2, "frobnicate": 1})).unwrap();
+    let (_, warnings) = PrefixTuningConfig::from_json(
+        serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2, "frobnicate": 1}),
+    )
+    .unwrap();
     assert_eq!(warnings, vec!["adapter_config: unknown key `frobnicate` ignored".to_string()]);
 }
 
@@ -382,7 +384,7 @@ fn token_classification_trains_prefixes_and_head_with_correct_gradients() {
     let base =
         load_as(fixtures().join("models/bert"), Some(Architecture::BertForTokenClassification), Some(3)).unwrap();
     let mut config = PrefixTuningConfig::new(2);
-    config.task_type = Some("TOKEN_CLS".into());
+    config.common.task_type = Some("TOKEN_CLS".into());
     let model = PrefixModel::new(base, config, 4).unwrap();
     let names: Vec<String> = model.trainable_parameters().into_iter().map(|(n, _)| n).collect();
     assert_eq!(

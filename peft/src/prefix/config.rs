@@ -2,6 +2,7 @@
 //! the base model as PEFT's `_prepare_prompt_learning_config` fills it, plus one field of ours:
 //! `prefix_dropout` (P-tuning v2's dropout on the prefixes; written only when set, and PEFT
 //! ignores it with a warning).
+use crate::prompt::config::{unknown_key_warnings, with_version, PromptLearningFields};
 use engine::models::ModelConfig;
 use engine::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -9,44 +10,16 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn default_peft_type() -> String {
-    "PREFIX_TUNING".into()
-}
-
 fn is_zero(x: &f32) -> bool {
     *x == 0.0
 }
 
-/// PEFT's `PrefixTuningConfig` (its `PromptLearningConfig` fields and its own).
+/// PEFT's `PrefixTuningConfig`: the prompt-learning fields (`num_virtual_tokens`, `token_dim`,
+/// `num_attention_heads`, `num_layers`, `modules_to_save`, …) and its own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrefixTuningConfig {
-    #[serde(default = "default_peft_type")]
-    pub peft_type: String,
-    /// `CAUSAL_LM`, `SEQ_CLS`, `TOKEN_CLS` (or `FEATURE_EXTRACTION`); PEFT's task names.
-    #[serde(default)]
-    pub task_type: Option<String>,
-    #[serde(default)]
-    pub base_model_name_or_path: Option<String>,
-    #[serde(default)]
-    pub revision: Option<String>,
-    #[serde(default)]
-    pub inference_mode: bool,
-    /// Prefix length P (the task-specific prompt length of P-tuning v2).
-    #[serde(default)]
-    pub num_virtual_tokens: Option<usize>,
-    /// Width of one layer's keys (and values): `kv_heads · head_dim` once filled.
-    #[serde(default)]
-    pub token_dim: Option<usize>,
-    /// 1 for decoders and encoders (2 would be encoder-decoder models, which the engine lacks).
-    #[serde(default)]
-    pub num_transformer_submodules: Option<usize>,
-    /// Key/value heads once filled (PEFT's rule for grouped-query models).
-    #[serde(default)]
-    pub num_attention_heads: Option<usize>,
-    #[serde(default)]
-    pub num_layers: Option<usize>,
-    #[serde(default)]
-    pub modules_to_save: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub common: PromptLearningFields,
     /// `null` (random: N(0, 1) table, PyTorch's Linear init) or `"zero"`.
     #[serde(default)]
     pub init_weights: Option<String>,
@@ -63,9 +36,6 @@ pub struct PrefixTuningConfig {
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
-
-/// Keys that describe the file rather than the computation.
-const INFORMATIONAL: &[&str] = &["auto_mapping", "peft_version"];
 
 /// A prefix config's numbers once filled from the model: what the prefix encoder and the reshape need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,18 +61,10 @@ impl PrefixShape {
 impl PrefixTuningConfig {
     /// A config with PEFT's defaults and `num_virtual_tokens` virtual tokens.
     pub fn new(num_virtual_tokens: usize) -> PrefixTuningConfig {
+        let json = serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": num_virtual_tokens});
+        let common = serde_json::from_value(json).unwrap_or_else(|_| unreachable!("the fields are complete"));
         PrefixTuningConfig {
-            peft_type: default_peft_type(),
-            task_type: None,
-            base_model_name_or_path: None,
-            revision: None,
-            inference_mode: false,
-            num_virtual_tokens: Some(num_virtual_tokens),
-            token_dim: None,
-            num_transformer_submodules: None,
-            num_attention_heads: None,
-            num_layers: None,
-            modules_to_save: None,
+            common,
             init_weights: None,
             encoder_hidden_size: None,
             prefix_projection: false,
@@ -130,35 +92,21 @@ impl PrefixTuningConfig {
 
     /// Checks the values; returns warnings about unknown keys.
     pub fn validate(&self) -> Result<Vec<String>> {
+        self.common.validate("PREFIX_TUNING")?;
+        let c = &self.common;
         let bad = |d: String| Err(Error::invalid("adapter_config", d));
-        if self.peft_type != "PREFIX_TUNING" {
-            return bad(format!("peft_type is `{}`, expected `PREFIX_TUNING`", self.peft_type));
-        }
-        match self.num_virtual_tokens {
-            None => return bad("num_virtual_tokens is required".into()),
-            Some(0) => return bad("num_virtual_tokens must be positive".into()),
-            _ => {}
-        }
         for (name, v) in [
-            ("token_dim", self.token_dim),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_layers", self.num_layers),
+            ("num_attention_heads", c.num_attention_heads),
+            ("num_layers", c.num_layers),
             ("encoder_hidden_size", self.encoder_hidden_size),
         ] {
             if v == Some(0) {
                 return bad(format!("{name} must be positive"));
             }
         }
-        if let (Some(d), Some(h)) = (self.token_dim, self.num_attention_heads) {
+        if let (Some(d), Some(h)) = (c.token_dim, c.num_attention_heads) {
             if d % h != 0 {
                 return bad(format!("token_dim {d} is not a multiple of num_attention_heads {h}"));
-            }
-        }
-        if let Some(n) = self.num_transformer_submodules {
-            if n != 1 {
-                return bad(format!(
-                    "num_transformer_submodules {n} is not supported (1: decoder-only and encoder models)"
-                ));
             }
         }
         if let Some(w) = &self.init_weights {
@@ -169,20 +117,14 @@ impl PrefixTuningConfig {
         if !(0.0..1.0).contains(&self.prefix_dropout) {
             return bad(format!("prefix_dropout {} is outside [0, 1)", self.prefix_dropout));
         }
-        if let Some(t) = &self.task_type {
+        if let Some(t) = &c.task_type {
             if !matches!(t.as_str(), "CAUSAL_LM" | "SEQ_CLS" | "TOKEN_CLS" | "FEATURE_EXTRACTION") {
                 return bad(format!(
                     "task_type `{t}` is not supported (CAUSAL_LM, SEQ_CLS, TOKEN_CLS, FEATURE_EXTRACTION)"
                 ));
             }
         }
-        let warnings = self
-            .other
-            .keys()
-            .filter(|k| !INFORMATIONAL.contains(&k.as_str()))
-            .map(|k| format!("adapter_config: unknown key `{k}` ignored"))
-            .collect();
-        Ok(warnings)
+        Ok(unknown_key_warnings(&self.other))
     }
 
     /// Fills the model-dependent fields as PEFT's `_prepare_prompt_learning_config` does: layers,
@@ -193,28 +135,30 @@ impl PrefixTuningConfig {
     /// the numbers against the model.
     pub fn fill_from_model(&mut self, model: &ModelConfig) -> Result<PrefixShape> {
         let raw = &model.raw;
+        let c = &mut self.common;
         let get = |k: &str| raw.get(k).and_then(Value::as_u64).map(|x| x as usize);
-        self.num_layers.get_or_insert(model.num_layers);
-        self.token_dim.get_or_insert(model.hidden_size);
-        self.num_attention_heads.get_or_insert(model.num_heads);
+        c.num_layers.get_or_insert(model.num_layers);
+        c.token_dim.get_or_insert(model.hidden_size);
+        c.num_attention_heads.get_or_insert(model.num_heads);
         if let Some(kv) = get("num_key_value_heads") {
-            let (dim, heads) = (self.token_dim.unwrap_or(model.hidden_size), self.num_attention_heads.unwrap_or(1));
+            let (dim, heads) = (c.token_dim.unwrap_or(model.hidden_size), c.num_attention_heads.unwrap_or(1));
             let head_dim = match get("head_dim") {
                 Some(d) => d,
                 None => dim / heads.max(1),
             };
-            self.token_dim = Some(head_dim * kv);
-            self.num_attention_heads = Some(kv);
+            c.token_dim = Some(head_dim * kv);
+            c.num_attention_heads = Some(kv);
         }
-        let token_dim = self.token_dim.unwrap_or(model.hidden_size);
+        let token_dim = c.token_dim.unwrap_or(model.hidden_size);
+        c.num_transformer_submodules.get_or_insert(1);
         self.encoder_hidden_size.get_or_insert(token_dim);
-        self.num_transformer_submodules.get_or_insert(1);
         self.validate()?;
+        let c = &self.common;
         let shape = PrefixShape {
-            num_virtual_tokens: self.num_virtual_tokens.unwrap_or(0),
-            num_layers: self.num_layers.unwrap_or(0),
-            heads: self.num_attention_heads.unwrap_or(1),
-            head_dim: token_dim / self.num_attention_heads.unwrap_or(1),
+            num_virtual_tokens: c.num_virtual_tokens,
+            num_layers: c.num_layers.unwrap_or(0),
+            heads: c.num_attention_heads.unwrap_or(1),
+            head_dim: token_dim / c.num_attention_heads.unwrap_or(1),
             encoder_hidden_size: self.encoder_hidden_size.unwrap_or(token_dim),
         };
         let want = (model.num_layers, model.num_kv_heads, model.head_dim);
@@ -233,11 +177,7 @@ impl PrefixTuningConfig {
 
     /// The JSON PEFT writes: every field, then the kept unknown ones.
     pub fn to_json(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Object(Map::new()));
-        if let Value::Object(m) = &mut v {
-            m.entry("peft_version").or_insert(Value::String("0.21.2".into()));
-        }
-        v
+        with_version(serde_json::to_value(self).unwrap_or(Value::Object(Map::new())))
     }
 }
 

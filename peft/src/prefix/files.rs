@@ -54,7 +54,7 @@ pub fn save(model: &PrefixModel, dir: &Path) -> Result<()> {
             .map_err(|e| Error::Io { path: dir.join(ENCODER_FILE).display().to_string(), source: e })?;
     }
     let mut config = model.prefix_config().clone();
-    config.inference_mode = true;
+    config.common.inference_mode = true;
     let json = serde_json::to_vec_pretty(&config.to_json())
         .map_err(|e| Error::invalid("save_adapter", format!("cannot encode the config: {e}")))?;
     engine::io::safetensors::write_atomic(&dir.join(CONFIG_FILE), &json)

@@ -77,15 +77,15 @@ impl PrefixModel {
         encoder: PrefixEncoder,
         trainable_heads: bool,
     ) -> Result<PrefixModel> {
-        if matches!(config.task_type.as_deref(), Some("SEQ_CLS" | "TOKEN_CLS")) {
-            let list = config.modules_to_save.get_or_insert_with(Vec::new);
+        if matches!(config.common.task_type.as_deref(), Some("SEQ_CLS" | "TOKEN_CLS")) {
+            let list = config.common.modules_to_save.get_or_insert_with(Vec::new);
             for h in CLASSIFIER_HEADS {
                 if !list.iter().any(|m| m == h) {
                     list.push(h.to_string());
                 }
             }
         }
-        let saved = config.modules_to_save.clone().unwrap_or_default();
+        let saved = config.common.modules_to_save.clone().unwrap_or_default();
         let mut heads = BTreeMap::new();
         let mut replaced = 0;
         base.visit_linears(&mut |path, hooked: &mut HookedLinear| {

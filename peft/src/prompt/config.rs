@@ -41,7 +41,7 @@ pub struct PromptLearningFields {
 }
 
 impl PromptLearningFields {
-    fn validate(&self, expected_type: &str) -> Result<()> {
+    pub(crate) fn validate(&self, expected_type: &str) -> Result<()> {
         let bad = |d: String| Err(Error::invalid("adapter_config", d));
         if self.peft_type != expected_type {
             return bad(format!("peft_type is `{}`, expected `{expected_type}`", self.peft_type));
@@ -139,6 +139,10 @@ pub struct PromptEncoderConfig {
     /// Dropout between the LSTM's layers (PEFT passes it to `nn.LSTM`; the MLP has none).
     #[serde(default)]
     pub encoder_dropout: f32,
+    /// Ours: virtual tokens around and between the input's segments, `[a0, a1, …, ak]` (see
+    /// [`super::template`]); absent = all before the input, as PEFT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Vec<usize>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -146,7 +150,7 @@ pub struct PromptEncoderConfig {
 /// Keys that describe the file rather than the computation.
 const INFORMATIONAL: &[&str] = &["peft_version"];
 
-fn unknown_key_warnings(other: &BTreeMap<String, Value>) -> Vec<String> {
+pub(crate) fn unknown_key_warnings(other: &BTreeMap<String, Value>) -> Vec<String> {
     other
         .keys()
         .filter(|k| !INFORMATIONAL.contains(&k.as_str()))
@@ -154,7 +158,7 @@ fn unknown_key_warnings(other: &BTreeMap<String, Value>) -> Vec<String> {
         .collect()
 }
 
-fn with_version(v: Value) -> Value {
+pub(crate) fn with_version(v: Value) -> Value {
     let mut v = v;
     if let Value::Object(m) = &mut v {
         m.entry("peft_version").or_insert(Value::String("0.21.2".into()));
@@ -226,6 +230,15 @@ impl PromptEncoderConfig {
         }
         if !(0.0..1.0).contains(&self.encoder_dropout) {
             return bad(format!("encoder_dropout {} is outside [0, 1)", self.encoder_dropout));
+        }
+        if let Some(t) = &self.template {
+            let total: usize = t.iter().sum();
+            if t.is_empty() || total != self.common.num_virtual_tokens {
+                return bad(format!(
+                    "template {t:?} must list virtual-token counts adding up to num_virtual_tokens ({})",
+                    self.common.num_virtual_tokens
+                ));
+            }
         }
         Ok(unknown_key_warnings(&self.other))
     }
