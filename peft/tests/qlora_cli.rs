@@ -27,22 +27,23 @@ fn out_dir(tag: &str) -> PathBuf {
     p
 }
 
+/// `peft quantize` of the LLaMA fixture into a fresh folder, with extra options.
+fn quantize_fixture(tag: &str, options: &[&str]) -> PathBuf {
+    let (src, out) = (fixtures_dir().join("models/llama"), out_dir(tag));
+    let o = peft(&[&["quantize", "--model", src.to_str().unwrap(), "--out", out.to_str().unwrap()], options].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn read_config(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn quantize_writes_a_4bit_folder_that_loads_back_identically() {
     let src = fixtures_dir().join("models/llama");
-    let out = out_dir("fp4");
-    let o = peft(&[
-        "quantize",
-        "--model",
-        src.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--bnb-4bit-quant-type",
-        "fp4",
-        "--bnb-4bit-use-double-quant",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let out = quantize_fixture("fp4", &["--bnb-4bit-quant-type", "fp4", "--bnb-4bit-use-double-quant"]);
+    let config = read_config(&out);
     let qc = &config["quantization_config"];
     assert_eq!(qc["quant_method"], "bitsandbytes");
     assert_eq!(qc["bnb_4bit_quant_type"], "fp4");
@@ -92,17 +93,7 @@ fn inspect_quantizes_on_load_and_bad_options_are_named() {
 
 #[test]
 fn merging_a_lora_trained_on_a_4bit_base_exports_float_weights() {
-    let src = fixtures_dir().join("models/llama");
-    let q4 = out_dir("merge-base");
-    let o = peft(&[
-        "quantize",
-        "--model",
-        src.to_str().unwrap(),
-        "--out",
-        q4.to_str().unwrap(),
-        "--bnb-4bit-use-double-quant",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q4 = quantize_fixture("merge-base", &["--bnb-4bit-use-double-quant"]);
     // An adapter on the 4-bit base, non-zero in both factors.
     let mut model = peft::PeftModel::new(load(&q4).unwrap());
     let mut lc = peft::LoraConfig::new(4, 8.0, &["q_proj", "v_proj", "up_proj"]);
@@ -134,8 +125,7 @@ fn merging_a_lora_trained_on_a_4bit_base_exports_float_weights() {
         peft(&[&args[..], &["--out", out.to_str().unwrap(), "--requantize", "--bnb-4bit-use-double-quant"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: --requantize"));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["quantization_config"]["bnb_4bit_use_double_quant"], true);
+    assert_eq!(read_config(&out)["quantization_config"]["bnb_4bit_use_double_quant"], true);
     for d in [out, adapter, q4] {
         std::fs::remove_dir_all(d).unwrap();
     }
