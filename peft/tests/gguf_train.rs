@@ -1,0 +1,86 @@
+//! LoRA fine-tuning of the real SmolLM2-135M GGUF file with `peft train`: the model is dequantized
+//! to f32, the adapter learns (perplexity on its training text falls) and is saved in PEFT's format
+//! under the Hugging Face module paths, so it applies to the same model in transformers; the saved
+//! adapter then loads onto the GGUF model again and reproduces the trained perplexity.
+//! Needs `scripts/fetch-assets.sh` (CI runs it first); `PEFT_SKIP_REAL_MODELS=1` skips it.
+use engine::io::SafeTensors;
+use peft::train::{self, Overrides};
+use std::path::PathBuf;
+
+fn smollm2() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let assets = std::env::var("PEFT_ASSETS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("assets"));
+    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("PEFT_SKIP_REAL_MODELS").as_deref() == Ok("1") {
+        println!("skipped: PEFT_SKIP_REAL_MODELS=1 and no {}", path.display());
+        return None;
+    }
+    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
+}
+
+#[test]
+fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
+    let Some(model) = smollm2() else { return };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let data = out.join("train.jsonl");
+    let lines = [
+        "ROMEO:\nBut, soft! what light through yonder window breaks?",
+        "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?",
+    ];
+    let jsonl: String = lines.iter().map(|t| format!("{}\n", serde_json::json!({ "text": t }))).collect();
+    std::fs::write(&data, jsonl).unwrap();
+    let config = serde_json::json!({
+        "model": model,
+        "task": "causal_lm",
+        "peft": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0, 29]},
+        "data": {"train": data, "dev": data},
+        "output_dir": out.join("run"),
+        "max_steps": 6,
+        "batch_size": 2,
+        "learning_rate": 0.02,
+        "lr_scheduler": "constant",
+        "seed": 1,
+        "eval_steps": 0,
+        "save_steps": 0,
+    });
+    let config_path = out.join("run.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let overrides = Overrides { output_dir: Some(out.join("run")), quiet: true, ..Default::default() };
+    let summary = train::run(&config_path, &overrides).unwrap();
+    let before = summary.eval_before["dev"].perplexity.unwrap();
+    let after = summary.eval_after["dev"].perplexity.unwrap();
+    println!("perplexity on the training text {before:.2} -> {after:.2}");
+    assert!(after < 0.5 * before, "perplexity {before} -> {after}");
+    // 2 layers × (q: 576→576, v: 576→192), r = 4: A is r×in, B is out×r.
+    assert_eq!(summary.trainable_params, 2 * (4 * 576 + 576 * 4 + 4 * 576 + 192 * 4));
+
+    let adapter = SafeTensors::open(summary.adapter_dir.join("adapter_model.safetensors")).unwrap();
+    let mut names: Vec<&str> = adapter.names().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight",
+            "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight",
+            "base_model.model.model.layers.29.self_attn.q_proj.lora_A.weight",
+            "base_model.model.model.layers.29.self_attn.q_proj.lora_B.weight",
+            "base_model.model.model.layers.29.self_attn.v_proj.lora_A.weight",
+            "base_model.model.model.layers.29.self_attn.v_proj.lora_B.weight",
+        ]
+    );
+    assert_eq!(adapter.info("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight").unwrap().shape, [192, 4]);
+
+    // The saved adapter on the GGUF model again: the same perplexity as at the end of training.
+    let options = peft::eval::EvalOptions::default();
+    let report = peft::eval::run(&model, Some(&summary.adapter_dir), &data, &options).unwrap();
+    let again = report.metrics.perplexity.unwrap();
+    assert!((again - after).abs() < 1e-3 * after, "reloaded adapter: perplexity {again}, after training {after}");
+    std::fs::remove_dir_all(&out).ok();
+}
