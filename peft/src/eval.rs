@@ -57,15 +57,20 @@ pub fn task_loss(task: Task, logits: &Tensor, labels: &Tensor) -> Result<Tensor>
     }
 }
 
-/// Runs the model on a batch and returns the logits.
-pub fn batch_logits<M: Model + ?Sized>(model: &M, batch: &Batch) -> Result<Tensor> {
-    let input = ForwardInput {
+/// What a model reads of a batch: ids, mask and (when the data has them) segment ids.
+pub fn batch_input(batch: &Batch) -> ForwardInput<'_> {
+    ForwardInput {
         input_ids: Some(&batch.input_ids),
         attention_mask: Some(&batch.attention_mask),
+        token_type_ids: batch.token_type_ids.as_ref(),
         ..Default::default()
-    };
+    }
+}
+
+/// Runs the model on a batch and returns the logits.
+pub fn batch_logits<M: Model + ?Sized>(model: &M, batch: &Batch) -> Result<Tensor> {
     model
-        .forward(&input, None)?
+        .forward(&batch_input(batch), None)?
         .logits
         .ok_or_else(|| Error::invalid("train", "the model has no output head (logits) for this task"))
 }

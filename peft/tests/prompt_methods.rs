@@ -148,6 +148,7 @@ fn loss_and_gradients_match_pytorch() {
         let (b, t) = (input_ids.shape()[0], input_ids.shape()[1]);
         let batch = Batch {
             attention_mask: Tensor::ones(&[b, t], engine::DType::I64).unwrap(),
+            token_type_ids: None,
             input_ids,
             labels,
             label_values: Vec::new(),
@@ -308,4 +309,91 @@ fn initializations() {
     for row in table(m.as_ref()).chunks(dim) {
         assert!(wte.chunks(dim).any(|w| w == row), "a SAMPLE_VOCAB row that is no token's embedding");
     }
+}
+
+/// A copy of a fixture adapter folder with `template` added to its config.
+fn with_template(case: &str, template: Value, dir: &Path) -> PathBuf {
+    let src = fixtures().join("adapters").join(case);
+    let out = dir.join(format!("{case}-{}", template.to_string().replace([',', '[', ']'], "_")));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(src.join("adapter_model.safetensors"), out.join("adapter_model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_slice(&std::fs::read(src.join("adapter_config.json")).unwrap()).unwrap();
+    config["template"] = template;
+    std::fs::write(out.join("adapter_config.json"), config.to_string()).unwrap();
+    out
+}
+
+#[test]
+fn templates_place_virtual_tokens_between_segments() {
+    let dir = TempDir::new("template");
+    let case =
+        manifest()["adapters"].as_array().unwrap().iter().find(|c| c["name"] == "llama-p_tuning_mlp").unwrap().clone();
+    let llama = fixtures().join("models/llama");
+    let x = ids(&case);
+    // all virtual tokens first: PEFT's layout, PEFT's outputs
+    let (m, _) = from_pretrained(&llama, &with_template("llama-p_tuning_mlp", json!([4, 0]), &dir.0)).unwrap();
+    let (rtol, atol) = tolerances(&case);
+    assert_within(
+        "[4, 0]",
+        &run(m.as_ref(), &x).to_vec_f32().unwrap(),
+        &expected(&case).to_vec_f32().unwrap(),
+        rtol,
+        atol,
+    );
+    // all virtual tokens after the input: a causal LM's tokens cannot see them
+    let (m, _) = from_pretrained(&llama, &with_template("llama-p_tuning_mlp", json!([0, 4]), &dir.0)).unwrap();
+    let plain = run(load(&llama).unwrap().as_ref(), &x).to_vec_f32().unwrap();
+    assert_within("[0, 4]", &run(m.as_ref(), &x).to_vec_f32().unwrap(), &plain, 1e-5, 1e-6);
+
+    // BERT, two segments (token_type_ids 0 0 0 1 1 1), template [1, 2, 1]: the model sees
+    // p0 a a a p1 p2 b b b p3 with the segment ids of the tokens next to each virtual token.
+    let bert = fixtures().join("models/bert-cls");
+    let folder = dir.0.join("bert-p_tuning");
+    let section =
+        json!({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "encoder_hidden_size": 8, "template": [1, 2, 1]});
+    let model = build_adapter_model(load(&bert).unwrap(), &section, Task::SequenceClassification, 5).unwrap();
+    model.save_adapter(&folder).unwrap();
+    let saved: Value = serde_json::from_slice(&std::fs::read(folder.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(saved["template"], json!([1, 2, 1]), "the template is saved with the adapter");
+    let x = Tensor::from_vec(vec![5i64, 6, 7, 8, 9, 10], &[1, 6]).unwrap();
+    let types = Tensor::from_vec(vec![0i64, 0, 0, 1, 1, 1], &[1, 6]).unwrap();
+    let got = model
+        .forward(&ForwardInput { input_ids: Some(&x), token_type_ids: Some(&types), ..Default::default() }, None)
+        .unwrap()
+        .main()
+        .1
+        .to_vec_f32()
+        .unwrap();
+    let prompt =
+        SafeTensors::open(folder.join("adapter_model.safetensors")).unwrap().tensor_f32("prompt_embeddings").unwrap();
+    let base = load(&bert).unwrap();
+    let e = base.embed_tokens(&x).unwrap().reshape(&[6, 32]).unwrap();
+    let p = |i: usize, n: usize| prompt.narrow(0, i, n).unwrap();
+    let tok = |i: usize, n: usize| e.narrow(0, i, n).unwrap();
+    let parts = [p(0, 1), tok(0, 3), p(1, 2), tok(3, 3), p(3, 1)];
+    let embeds = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0).unwrap().reshape(&[1, 10, 32]).unwrap();
+    let full_types = Tensor::from_vec(vec![0i64, 0, 0, 0, 1, 1, 1, 1, 1, 1], &[1, 10]).unwrap();
+    // the classifier is the saved copy (the fresh copy equals the base's head)
+    let want = base
+        .forward(
+            &ForwardInput { inputs_embeds: Some(&embeds), token_type_ids: Some(&full_types), ..Default::default() },
+            None,
+        )
+        .unwrap()
+        .main()
+        .1
+        .to_vec_f32()
+        .unwrap();
+    assert_within("bert [1, 2, 1]", &got, &want, 1e-5, 1e-6);
+    // a row whose segments do not fit the template is refused, naming the template
+    let one_segment = Tensor::zeros(&[1, 6], engine::DType::I64);
+    let err = model
+        .forward(&ForwardInput { input_ids: Some(&x), token_type_ids: Some(&one_segment), ..Default::default() }, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("template"), "{err}");
+    // a template that does not add up to num_virtual_tokens is a config error
+    let bad = json!({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "template": [1, 1]});
+    assert!(build_adapter_model(load(&bert).unwrap(), &bad, Task::SequenceClassification, 0).is_err());
 }

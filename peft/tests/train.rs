@@ -629,6 +629,17 @@ fn all_adapter_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Rows with `token_type_ids`: the first half of each example is segment 0, the rest segment 1.
+fn two_segment_rows(rows: Vec<Value>) -> Vec<Value> {
+    rows.into_iter()
+        .map(|mut r| {
+            let n = r["input_ids"].as_array().unwrap().len();
+            r["token_type_ids"] = json!((0..n).map(|i| i64::from(i >= n / 2)).collect::<Vec<i64>>());
+            r
+        })
+        .collect()
+}
+
 #[test]
 fn prompt_methods_train_and_resume_exactly() {
     let cases = [
@@ -652,6 +663,14 @@ fn prompt_methods_train_and_resume_exactly() {
             "causal_lm",
             lm_rows(16, 11),
             json!({"peft_type": "P_TUNING", "num_virtual_tokens": 2, "encoder_hidden_size": 8}),
+            vec!["adapter_config.json", "adapter_model.safetensors", "prompt_encoder.safetensors"],
+        ),
+        (
+            // a P-tuning template around two segments given as token_type_ids
+            "bert-cls",
+            "sequence_classification",
+            two_segment_rows(cls_rows(16, 12)),
+            json!({"peft_type": "P_TUNING", "num_virtual_tokens": 3, "template": [1, 1, 1], "encoder_hidden_size": 8}),
             vec!["adapter_config.json", "adapter_model.safetensors", "prompt_encoder.safetensors"],
         ),
     ];

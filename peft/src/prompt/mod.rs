@@ -3,6 +3,7 @@
 pub mod config;
 pub mod encoder;
 pub mod model;
+pub mod template;
 
 pub use config::{PromptConfig, PromptEncoderConfig, PromptTuningConfig};
 pub use model::{PromptModel, ENCODER_FILE};

@@ -9,7 +9,8 @@
 //! token: that term is in the loss (`grad-llama-prompt_tuning` confirms it).
 use super::config::{PromptConfig, PromptEncoderConfig};
 use super::encoder::PromptEncoder;
-use crate::eval::task_loss;
+use super::template::Layout;
+use crate::eval::{batch_input, batch_logits, task_loss};
 use crate::method::{AdapterModel, ADAPTER_NAME};
 use crate::peft_model::{copy_tensor, module_matches};
 use crate::train::config::{Task, CLASSIFIER_MODULES};
@@ -243,13 +244,26 @@ impl PromptModel {
         }
     }
 
-    /// Runs the base model with the prompt before the inputs; returns its output over every
-    /// position (virtual ones first) and the number of virtual positions. With a non-empty cache
-    /// (generation after the first step) the prompt is already in it and the input passes as is.
-    fn forward_with_prompt(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<(ModelOutput, usize)> {
+    /// P-tuning's template, when it places virtual tokens anywhere but before the input.
+    pub fn template(&self) -> Option<&[usize]> {
+        match &self.config {
+            PromptConfig::Encoder(c) => c.template.as_deref().filter(|t| t.len() > 1),
+            PromptConfig::Tuning(_) => None,
+        }
+    }
+
+    /// Runs the base model with the prompt placed (before the inputs, or as the template says);
+    /// returns its output over every position and where the input's positions are in it. With a
+    /// non-empty cache (generation after the first step) the prompt is already in it and the input
+    /// passes as is.
+    fn forward_with_prompt(
+        &self,
+        input: &ForwardInput,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(ModelOutput, Placement)> {
         if let Some(c) = &cache {
             if !c.is_empty() {
-                return Ok((self.base.forward(input, cache)?, 0));
+                return Ok((self.base.forward(input, cache)?, Placement::Prefix(0)));
             }
         }
         let embeds = match (input.input_ids, input.inputs_embeds) {
@@ -263,15 +277,42 @@ impl PromptModel {
                 format!("input embeddings must be [batch, seq, hidden], got {:?}", embeds.shape()),
             ));
         }
-        let (b, dim) = (embeds.shape()[0], embeds.shape()[2]);
+        let (b, t, dim) = (embeds.shape()[0], embeds.shape()[1], embeds.shape()[2]);
         let n = self.num_virtual_tokens();
-        let prompt = self.prompt()?.unsqueeze(0)?.expand(&[b, n, dim])?;
-        let embeds = Tensor::cat(&[&prompt, &embeds], 1)?;
-        let mask = input.attention_mask.map(|m| prepend_columns(m, n, 1)).transpose()?;
         let causal = self.base.config().architecture.is_causal_lm();
-        let token_types = match input.token_type_ids {
-            Some(t) if !causal => Some(prepend_columns(t, n, 0)?),
-            _ => None,
+        let ints = |x: &Tensor| -> Result<Vec<i64>> { x.to_dtype(DType::I64)?.contiguous()?.to_vec::<i64>() };
+        let (embeds, mask, token_types, placement) = match self.template() {
+            None => {
+                let prompt = self.prompt()?.unsqueeze(0)?.expand(&[b, n, dim])?;
+                let embeds = Tensor::cat(&[&prompt, &embeds], 1)?;
+                let mask = input.attention_mask.map(|m| prepend_columns(m, n, 1)).transpose()?;
+                let types = match input.token_type_ids {
+                    Some(t) if !causal => Some(prepend_columns(t, n, 0)?),
+                    _ => None,
+                };
+                (embeds, mask, types, Placement::Prefix(n))
+            }
+            Some(template) => {
+                let mask_values = input.attention_mask.map(ints).transpose()?;
+                let real: Vec<usize> = match &mask_values {
+                    Some(m) => m.chunks(t.max(1)).map(|row| row.iter().filter(|&&x| x != 0).count()).collect(),
+                    None => vec![t; b],
+                };
+                let type_values = input.token_type_ids.map(ints).transpose()?;
+                let layout = Layout::new(template, b, t, &real, type_values.as_deref())?;
+                let embeds = layout.embeds(&self.prompt()?, &embeds)?;
+                let mask = match (&mask_values, input.attention_mask) {
+                    (Some(m), Some(orig)) => Some(layout.ints(m, orig.dtype(), |_, _| 1)?),
+                    _ => None,
+                };
+                let types = match (&type_values, input.token_type_ids) {
+                    (Some(ty), Some(orig)) if !causal => {
+                        Some(layout.ints(ty, orig.dtype(), |r, q| layout.virtual_type(ty, r, q))?)
+                    }
+                    _ => None,
+                };
+                (embeds, mask, types, Placement::Template(layout))
+            }
         };
         let full = ForwardInput {
             input_ids: None,
@@ -281,7 +322,36 @@ impl PromptModel {
             position_ids: None,
             prefix: input.prefix,
         };
-        Ok((self.base.forward(&full, cache)?, n))
+        Ok((self.base.forward(&full, cache)?, placement))
+    }
+}
+
+/// Where the input's positions are in the sequence the base model ran on.
+enum Placement {
+    /// After this many virtual positions.
+    Prefix(usize),
+    /// Between virtual tokens, as a P-tuning template lays them out.
+    Template(Layout),
+}
+
+impl Placement {
+    /// The input positions' part of a `[b, positions, …]` output.
+    fn real(&self, full: &Tensor) -> Result<Tensor> {
+        match self {
+            Placement::Prefix(0) => Ok(full.clone()),
+            Placement::Prefix(n) => full.narrow(1, *n, full.shape()[1] - n),
+            Placement::Template(layout) => layout.real(full),
+        }
+    }
+
+    /// Labels `[b, t]` spread over the whole sequence, -100 at virtual positions.
+    fn labels(&self, labels: &Tensor) -> Result<Tensor> {
+        match self {
+            Placement::Prefix(n) => prepend_columns(labels, *n, IGNORE_INDEX),
+            Placement::Template(layout) => {
+                layout.ints(&labels.contiguous()?.to_vec::<i64>()?, DType::I64, |_, _| IGNORE_INDEX)
+            }
+        }
     }
 }
 
@@ -367,14 +437,10 @@ impl Model for PromptModel {
     }
     /// The base model's output for the real positions (the virtual ones dropped).
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
-        let (out, n) = self.forward_with_prompt(input, cache)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let real = |t: &Tensor| t.narrow(1, n, t.shape()[1] - n);
-        let hidden = real(&out.hidden)?;
+        let (out, placement) = self.forward_with_prompt(input, cache)?;
+        let hidden = placement.real(&out.hidden)?;
         let logits = match &out.logits {
-            Some(l) if l.rank() == 3 => Some(real(l)?),
+            Some(l) if l.rank() == 3 => Some(placement.real(l)?),
             other => other.clone(),
         };
         Ok(ModelOutput { hidden, logits })
@@ -487,24 +553,15 @@ impl AdapterModel for PromptModel {
     /// A causal LM's loss over the whole sequence, virtual positions included with label -100 (as
     /// PEFT computes it): the last virtual position predicts the first token.
     fn batch_loss(&self, task: Task, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        let input = ForwardInput {
-            input_ids: Some(&batch.input_ids),
-            attention_mask: Some(&batch.attention_mask),
-            ..Default::default()
-        };
         if task != Task::CausalLm {
-            let logits = self
-                .forward(&input, None)?
-                .logits
-                .ok_or_else(|| Error::invalid("train", "the model has no output head (logits) for this task"))?;
+            let logits = batch_logits(self, batch)?;
             let loss = task_loss(task, &logits, &batch.labels)?;
             return Ok((logits, loss));
         }
-        let (out, n) = self.forward_with_prompt(&input, None)?;
+        let (out, placement) = self.forward_with_prompt(&batch_input(batch), None)?;
         let full = out.logits.ok_or_else(|| Error::invalid("train", "the model has no language-model head"))?;
-        let labels = prepend_columns(&batch.labels, n, IGNORE_INDEX)?;
-        let loss = crate::loss::causal_lm_loss(&full, &labels)?;
-        let logits = full.narrow(1, n, full.shape()[1] - n)?;
+        let loss = crate::loss::causal_lm_loss(&full, &placement.labels(&batch.labels)?)?;
+        let logits = placement.real(&full)?;
         Ok((logits, loss))
     }
 }

@@ -30,6 +30,9 @@ pub enum Labels {
 pub struct Example {
     pub input_ids: Vec<i64>,
     pub labels: Labels,
+    /// Segment ids (BERT's `token_type_ids`): from a text pair, or given with pre-tokenized ids.
+    /// They also tell a P-tuning template where one segment ends and the next begins.
+    pub token_type_ids: Option<Vec<i64>>,
 }
 
 impl Example {
@@ -132,8 +135,26 @@ pub fn load_jsonl(path: &Path, spec: &DataSpec, tokenizer: &LazyTokenizer) -> Re
 pub fn parse_example(v: &Value, spec: &DataSpec, tokenizer: &LazyTokenizer) -> std::result::Result<Example, String> {
     let obj = v.as_object().ok_or("expected a JSON object")?;
     let max = spec.max_seq_length;
+    let mut token_type_ids: Option<Vec<i64>> = None;
     let mut ids = match (obj.get("text"), obj.get("input_ids")) {
         (Some(_), Some(_)) => return Err("give either `text` or `input_ids`, not both".into()),
+        (Some(Value::Array(pair)), None) => {
+            // A text pair, encoded as the tokenizer encodes pairs (BERT: [CLS] a [SEP] b [SEP]) with
+            // its segment ids; cut at `max_seq_length` from the end.
+            let texts: Vec<&str> = pair.iter().filter_map(Value::as_str).collect();
+            if texts.len() != 2 || pair.len() != 2 {
+                return Err("`text` must be a string or a pair of strings [first, second]".into());
+            }
+            if spec.task != Task::SequenceClassification {
+                return Err("a text pair is for sequence_classification".into());
+            }
+            let tok = tokenizer.get().map_err(|e| format!("`text` needs the model's tokenizer: {e}"))?;
+            let (mut ids, mut types) = tok.encode_pair(texts[0], texts[1], true).map_err(|e| e.to_string())?;
+            ids.truncate(max);
+            types.truncate(max);
+            token_type_ids = Some(types);
+            ids
+        }
         (Some(t), None) => {
             let t = t.as_str().ok_or("`text` must be a string")?;
             if spec.task == Task::TokenClassification {
@@ -155,6 +176,22 @@ pub fn parse_example(v: &Value, spec: &DataSpec, tokenizer: &LazyTokenizer) -> s
     };
     if ids.is_empty() {
         return Err("the example has no tokens".into());
+    }
+    if let Some(types) = obj.get("token_type_ids") {
+        if token_type_ids.is_some() || obj.get("text").is_some() {
+            return Err("`token_type_ids` go with pre-tokenized `input_ids` (a text pair has its own)".into());
+        }
+        let types = as_id_list(types).ok_or("`token_type_ids` must be a list of integers")?;
+        if types.len() != ids.len() {
+            return Err(format!("`token_type_ids` has {} entries but there are {} tokens", types.len(), ids.len()));
+        }
+        if let Some(bad) = types.iter().find(|&&x| x < 0) {
+            return Err(format!("token type id {bad} is negative"));
+        }
+        token_type_ids = Some(types);
+    }
+    if let Some(types) = &mut token_type_ids {
+        types.truncate(max);
     }
     if let Some((k, &bad)) = ids.iter().enumerate().find(|(_, &t)| t < 0 || t as usize >= spec.vocab_size) {
         return Err(format!("token id {bad} at position {k} is outside the vocabulary (0..{})", spec.vocab_size));
@@ -227,7 +264,7 @@ pub fn parse_example(v: &Value, spec: &DataSpec, tokenizer: &LazyTokenizer) -> s
             Labels::Tokens(l)
         }
     };
-    Ok(Example { input_ids: ids, labels })
+    Ok(Example { input_ids: ids, labels, token_type_ids })
 }
 
 /// A padded batch, ready for the model and the loss.
@@ -237,6 +274,8 @@ pub struct Batch {
     pub input_ids: Tensor,
     /// i64 `[b, t]`, 1 on real tokens.
     pub attention_mask: Tensor,
+    /// i64 `[b, t]` segment ids when some example has them (0 elsewhere and on padding).
+    pub token_type_ids: Option<Tensor>,
     /// i64 `[b]` (sequence classification) or `[b, t]` with -100 on padding.
     pub labels: Tensor,
     /// Class ids / per-token labels as plain numbers, for accuracy.
@@ -259,10 +298,14 @@ pub fn collate(examples: &[&Example], task: Task, pad_id: i64) -> Result<Batch> 
     let t = examples.iter().map(|e| e.len()).max().unwrap_or(0);
     let mut ids = vec![pad_id; b * t];
     let mut mask = vec![0i64; b * t];
+    let mut types = examples.iter().any(|e| e.token_type_ids.is_some()).then(|| vec![0i64; b * t]);
     let mut tokens = 0;
     for (r, e) in examples.iter().enumerate() {
         ids[r * t..r * t + e.len()].copy_from_slice(&e.input_ids);
         mask[r * t..r * t + e.len()].fill(1);
+        if let (Some(all), Some(mine)) = (types.as_mut(), e.token_type_ids.as_ref()) {
+            all[r * t..r * t + mine.len()].copy_from_slice(mine);
+        }
         tokens += e.len();
     }
     let (labels, label_values, items) = match task {
@@ -296,6 +339,7 @@ pub fn collate(examples: &[&Example], task: Task, pad_id: i64) -> Result<Batch> 
     Ok(Batch {
         input_ids: Tensor::from_vec(ids, &[b, t])?,
         attention_mask: Tensor::from_vec(mask, &[b, t])?,
+        token_type_ids: types.map(|v| Tensor::from_vec(v, &[b, t])).transpose()?,
         labels,
         label_values,
         tokens,
