@@ -766,3 +766,40 @@ fn bottleneck_adapters_train_and_resume_exactly() {
         assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
     }
 }
+
+#[test]
+fn text_pairs_and_text_initialized_prompts() {
+    let dir = TempDir::new("text-init");
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture_model("bert-cls").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("tokenizer.json"), tiny_tokenizer_json()).unwrap();
+    let spec = train::data::DataSpec {
+        task: train::Task::SequenceClassification,
+        num_labels: 2,
+        vocab_size: 99,
+        max_seq_length: 16,
+        model_dir: model.clone(),
+    };
+    let tok = train::data::LazyTokenizer::new(&model);
+    // a pair: [CLS] the movie [SEP] was bad [SEP], segment ids 0 0 0 0 1 1 1
+    let ex = train::data::parse_example(&json!({"text": ["the movie", "was bad"], "label": 0}), &spec, &tok).unwrap();
+    assert_eq!(ex.input_ids, vec![2, 11, 12, 3, 14, 8, 3]);
+    assert_eq!(ex.token_type_ids, Some(vec![0, 0, 0, 0, 1, 1, 1]));
+    let bad = json!({"text": "the movie", "token_type_ids": [0, 0, 0, 0], "label": 0});
+    assert!(train::data::parse_example(&bad, &spec, &tok).unwrap_err().contains("token_type_ids"));
+
+    // TEXT init: "the movie" → [CLS] the movie [SEP], repeated to 6 virtual tokens, their embeddings
+    let section = json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 6, "prompt_tuning_init": "TEXT",
+                         "prompt_tuning_init_text": "the movie", "base_model_name_or_path": model.display().to_string()});
+    let base = engine::models::load(&model).unwrap();
+    let m = peft::method::build_adapter_model(base, &section, train::Task::SequenceClassification, 0).unwrap();
+    let table = m.trainable_parameters().into_iter().find(|(n, _)| n.ends_with("embedding.weight")).unwrap().1;
+    let ids = engine::Tensor::from_vec(vec![2i64, 11, 12, 3, 2, 11], &[1, 6]).unwrap();
+    let want = m.embed_tokens(&ids).unwrap().to_vec_f32().unwrap();
+    assert_eq!(table.to_vec_f32().unwrap(), want);
+    // PEFT needs the tokenizer named in a TEXT config to load it
+    assert_eq!(m.adapter_config_json()["tokenizer_name_or_path"], json!(model.display().to_string()));
+}

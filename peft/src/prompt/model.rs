@@ -62,6 +62,12 @@ impl PromptModel {
             PromptConfig::Tuning(c) => c.validate()?,
             PromptConfig::Encoder(c) => c.validate()?,
         };
+        if let PromptConfig::Tuning(c) = &mut config {
+            // PEFT refuses a TEXT config without a tokenizer, even to load it: record the one used.
+            if c.prompt_tuning_init == "TEXT" && c.tokenizer_name_or_path.is_none() {
+                c.tokenizer_name_or_path = c.common.base_model_name_or_path.clone();
+            }
+        }
         let n = config.common().num_virtual_tokens;
         let dim = base.config().hidden_size;
         let (table, encoder) = match &config {
@@ -386,11 +392,9 @@ fn init_table(base: &dyn Model, c: &super::config::PromptTuningConfig, n: usize,
             rows((0..n).map(|_| rng.next_below(vocab) as i64).collect())
         }
         "TEXT" => {
-            let dir = c
-                .tokenizer_name_or_path
-                .as_deref()
-                .or(c.common.base_model_name_or_path.as_deref())
-                .ok_or_else(|| Error::invalid("prompt tuning", "TEXT init needs tokenizer_name_or_path"))?;
+            let dir = c.tokenizer_name_or_path.as_deref().ok_or_else(|| {
+                Error::invalid("prompt tuning", "TEXT init needs tokenizer_name_or_path (or base_model_name_or_path)")
+            })?;
             let text = c.prompt_tuning_init_text.as_deref().unwrap_or_default();
             let ids = engine::models::tokenizer::Tokenizer::from_dir(dir)?.encode(text, true)?;
             if ids.is_empty() {
