@@ -3,7 +3,8 @@
 PEFT and compares PEFT's outputs with ours. Needs torch, transformers and peft (see
 scripts/python-reference-env.sh):  assets/pyenv/bin/python scripts/check-python-interop.py DIR
 With `--prefix DIR`: the prompt-learning adapters of `--example interop_prefix` (prefix tuning) or
-`--example interop_prompt` (prompt tuning, P-tuning) instead."""
+`--example interop_prompt` (prompt tuning, P-tuning) instead; with
+`--trained MODEL_DIR ADAPTER_DIR`: a sequence-classification adapter `peft train` wrote."""
 import json
 import sys
 from pathlib import Path
@@ -63,6 +64,40 @@ def check_prefix_adapters(root):
 
 if len(sys.argv) == 3 and sys.argv[1] == "--prefix":
     check_prefix_adapters(Path(sys.argv[2]))
+    sys.exit(0)
+
+
+def check_trained_adapter(model_dir, adapter_dir):
+    """A sequence-classification adapter `peft train` wrote (e.g. runs/sentiment-p-tuning-v2/adapter):
+    PEFT's logits on two padded review sentences against `peft forward --adapter` (the binary at
+    $PEFT_BIN, default target/release/peft)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    sentences = ["a gripping, beautifully acted film.", "dull and far too long; i wanted to leave."]
+    batch = AutoTokenizer.from_pretrained(model_dir)(sentences, padding=True, return_tensors="pt")
+    base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    with torch.no_grad():
+        theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, out = Path(tmp) / "in.safetensors", Path(tmp) / "out.safetensors"
+        save_file({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, inputs)
+        binary = os.environ.get("PEFT_BIN", "target/release/peft")
+        subprocess.run([binary, "forward", "--model", str(model_dir), "--adapter", str(adapter_dir),
+                        "--input", str(inputs), "--out", str(out)], check=True)
+        ours = load_file(out)["logits"]
+    diff = (theirs - ours).abs().max().item()
+    print(f"{adapter_dir}: PEFT logits {theirs.tolist()}, max |PEFT - ours| = {diff:.3g}")
+    assert diff < 1e-4, f"{adapter_dir}: PEFT disagrees with us"
+
+
+if len(sys.argv) == 4 and sys.argv[1] == "--trained":
+    check_trained_adapter(sys.argv[2], sys.argv[3])
     sys.exit(0)
 
 root = Path(sys.argv[1])
