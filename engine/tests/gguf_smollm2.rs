@@ -2,10 +2,11 @@
 //! computed independently (issue 8: a float32 numpy forward of the dequantized weights with the
 //! Hugging Face tokenizer): tokenization, the next-token logits and a greedy continuation.
 //! Needs `scripts/fetch-assets.sh` (CI runs it first); `PEFT_SKIP_REAL_MODELS=1` skips it.
+use engine::io::gguf::llama::load_llama_packed;
 use engine::io::gguf::GgufFile;
 use engine::models::sampling::{generate, SamplingConfig};
 use engine::models::tokenizer::Tokenizer;
-use engine::models::{load, Architecture, ForwardInput, ModelConfig};
+use engine::models::{load, Architecture, ForwardInput, Model, ModelConfig};
 use engine::Tensor;
 use std::path::PathBuf;
 
@@ -60,10 +61,8 @@ fn tokenizer_matches_the_reference() {
     assert_eq!(tok.decode(&[1, 504, 2], true).unwrap(), "The");
 }
 
-#[test]
-fn logits_and_greedy_continuation_match_the_reference() {
-    let Some(path) = smollm2() else { return };
-    let model = load(&path).unwrap();
+/// The last position's logits of the reference prompt, checked against the reference values.
+fn check_reference_logits(model: &dyn Model) {
     let ids = Tensor::from_vec(vec![504i64, 3575, 282, 4649, 314], &[1, 5]).unwrap();
     let out = model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None).unwrap();
     let logits = out.logits.unwrap();
@@ -82,9 +81,41 @@ fn logits_and_greedy_continuation_match_the_reference() {
         println!("top-{} = {id}: {:.5} (reference {value})", rank + 1, last[id]);
         assert!((last[id] - value).abs() < 1e-3, "logit of {id} = {}, reference {value}", last[id]);
     }
+}
+
+#[test]
+fn logits_and_greedy_continuation_match_the_reference() {
+    let Some(path) = smollm2() else { return };
+    let model = load(&path).unwrap();
+    check_reference_logits(model.as_ref());
     let new =
         generate(model.as_ref(), &[504, 3575, 282, 4649, 314], 12, &[2], &SamplingConfig::default(), true).unwrap();
     let tok = Tokenizer::from_dir(&path).unwrap();
     let text = tok.decode(&[&[504i64, 3575, 282, 4649, 314][..], &new].concat(), true).unwrap();
     assert_eq!(text, "The capital of France is Paris.\n\nThe answer is: 201");
+}
+
+/// QLoRA's loading: the Q4_1 Linears stay packed in the mapped file (dequantized tile by tile in
+/// the matmul) and the model computes the same reference logits.
+#[test]
+fn packed_gguf_blocks_compute_the_reference_logits() {
+    let Some(path) = smollm2() else { return };
+    let mut model = load_llama_packed(&path).unwrap();
+    let (mut packed, mut stored) = (0usize, 0usize);
+    model
+        .visit_linears(&mut |name, l| {
+            if let Some(p) = &l.base.packed {
+                assert_eq!(p.type_name(), "q4_1", "{name}");
+                packed += 1;
+                stored += p.stored_bytes();
+            }
+            Ok(())
+        })
+        .unwrap();
+    // 30 layers × 7 projections; the tied head is the (Q8_0, dequantized) embedding matrix.
+    assert_eq!(packed, 210);
+    // 20 bytes per 32 weights (+ the Q/K row maps): the Linears' 106M parameters in ~64 MiB.
+    let params = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536);
+    assert_eq!(stored, params / 32 * 20 + 30 * (576 + 192) * 4);
+    check_reference_logits(model.as_ref());
 }

@@ -147,28 +147,11 @@ fn q6_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Dequantizes `numel` elements of type `ty` from `bytes` (exactly the blocks holding them).
-/// `what` names the tensor in errors.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize, what: &str) -> Result<Vec<f32>> {
-    let (per_block, block_bytes) = ty.block().ok_or_else(|| {
-        Error::invalid(
-            "gguf",
-            format!("{what} has type {}, which is not supported (supported: {})", ty.describe(), GgmlType::SUPPORTED),
-        )
-    })?;
-    if !numel.is_multiple_of(per_block) || bytes.len() != numel / per_block * block_bytes {
-        return Err(Error::invalid(
-            "gguf",
-            format!(
-                "{what}: {numel} elements of {} need {} bytes in blocks of {per_block}, got {}",
-                ty.describe(),
-                numel.div_ceil(per_block) * block_bytes,
-                bytes.len()
-            ),
-        ));
-    }
-    let mut out = vec![0f32; numel];
-    let kernel: fn(&[u8], &mut [f32]) = match ty {
+/// The block kernel of a supported type: decodes one block's bytes into its elements.
+type BlockKernel = fn(&[u8], &mut [f32]);
+
+fn kernel(ty: GgmlType) -> Option<BlockKernel> {
+    Some(match ty {
         GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         GgmlType::F16 => |b, y| y[0] = half_at(b, 0),
         GgmlType::BF16 => |b, y| y[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
@@ -177,8 +160,47 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize, what: &str) -> Resul
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_K => |b, y| k_quant_4_5(b, y, false),
         GgmlType::Q5_K => |b, y| k_quant_4_5(b, y, true),
-        _ => q6_k,
+        GgmlType::Q6_K => q6_k,
+        _ => return None,
+    })
+}
+
+/// Checks that `bytes` hold exactly the blocks of `numel` elements of `ty`; returns the block
+/// size, its byte count and kernel. `what` names the tensor in errors.
+fn blocks_of(ty: GgmlType, bytes: usize, numel: usize, what: &str) -> Result<(usize, usize, BlockKernel)> {
+    let (Some((per_block, block_bytes)), Some(kernel)) = (ty.block(), kernel(ty)) else {
+        return Err(Error::invalid(
+            "gguf",
+            format!("{what} has type {}, which is not supported (supported: {})", ty.describe(), GgmlType::SUPPORTED),
+        ));
     };
+    if !numel.is_multiple_of(per_block) || bytes != numel / per_block * block_bytes {
+        return Err(Error::invalid(
+            "gguf",
+            format!(
+                "{what}: {numel} elements of {} need {} bytes in blocks of {per_block}, got {bytes}",
+                ty.describe(),
+                numel.div_ceil(per_block) * block_bytes,
+            ),
+        ));
+    }
+    Ok((per_block, block_bytes, kernel))
+}
+
+/// Dequantizes `bytes` (whole blocks of `ty`) into `out`, on the calling thread.
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32], what: &str) -> Result<()> {
+    let (per_block, block_bytes, kernel) = blocks_of(ty, bytes.len(), out.len(), what)?;
+    for (y, b) in out.chunks_exact_mut(per_block).zip(bytes.chunks_exact(block_bytes)) {
+        kernel(b, y);
+    }
+    Ok(())
+}
+
+/// Dequantizes `numel` elements of type `ty` from `bytes` (exactly the blocks holding them), in
+/// parallel. `what` names the tensor in errors.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize, what: &str) -> Result<Vec<f32>> {
+    let (per_block, block_bytes, kernel) = blocks_of(ty, bytes.len(), numel, what)?;
+    let mut out = vec![0f32; numel];
     // Chunks of many blocks per task: one block is too little work to schedule.
     let blocks_per_task = (16384 / per_block).max(1);
     out.par_chunks_mut(per_block * blocks_per_task).zip(bytes.par_chunks(block_bytes * blocks_per_task)).for_each(

@@ -6,12 +6,20 @@
 //! Q and K projections for its interleaved RoPE: within each head, Hugging Face row `j·(d/2) + i`
 //! (half j of the rotate-half layout, i < d/2) becomes row `2i + j`. [`unpermute_rows`] undoes it,
 //! so the model computes exactly what transformers computes with the Hugging Face weights.
-use super::{GgufFile, GgufValue};
+use super::packed::GgufMatrix;
+use super::{GgmlType, GgufFile, GgufValue};
+use crate::dtype::DType;
 use crate::error::Result;
-use crate::models::ModelConfig;
+use crate::io::WeightFiles;
+use crate::models::llama::Llama;
+use crate::models::{Model, ModelConfig};
+use crate::nn::Linear;
+use crate::quant::PackedMatrix;
 use crate::tensor::Tensor;
 use serde_json::json;
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 impl GgufFile {
     /// The architecture prefix of the metadata keys (`general.architecture`), checked to be `llama`.
@@ -114,20 +122,70 @@ impl GgufFile {
         for (name, _) in self.tensors() {
             let hf = hf_name(name)
                 .ok_or_else(|| self.err(format!("tensor `{name}` has no counterpart in a Hugging Face LLaMA model")))?;
-            let mut t = self.tensor_f32(name)?;
-            let heads = if hf.contains(".q_proj.") {
-                Some(config.num_heads)
-            } else if hf.contains(".k_proj.") {
-                Some(config.num_kv_heads)
-            } else {
-                None
-            };
-            if let Some(h) = heads {
-                t = unpermute_rows(&t, h).map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
-            }
+            let t = self.dense_hf_tensor(name, qk_heads(&hf, &config))?;
             out.insert(hf, t);
         }
         Ok(out)
+    }
+
+    /// A tensor as f32, its rows unpermuted over `heads` when it is a Q or K weight or bias.
+    fn dense_hf_tensor(&self, name: &str, heads: Option<usize>) -> Result<Tensor> {
+        let t = self.tensor_f32(name)?;
+        match heads {
+            Some(h) => unpermute_rows(&t, h).map_err(|e| self.err(format!("tensor `{name}`: {e}"))),
+            None => Ok(t),
+        }
+    }
+}
+
+/// Loads a LLaMA GGUF file for QLoRA: the Linear weights stored in a block type (Q4_1, Q4_K, ...)
+/// stay in the memory-mapped file as frozen [`GgufMatrix`] weights, dequantized tile by tile
+/// inside each matmul; embeddings, norms and float-typed weights are f32 as in
+/// [`GgufFile::llama_weights`]. Computes the same model as `engine::models::load` of the file.
+pub fn load_llama_packed(path: &Path) -> Result<Box<dyn Model>> {
+    let file = GgufFile::open(path)?;
+    let config = file.llama_config()?;
+    let mut dense = HashMap::new();
+    let mut packed: HashMap<String, Arc<dyn PackedMatrix>> = HashMap::new();
+    for (name, info) in file.tensors() {
+        let hf = hf_name(name)
+            .ok_or_else(|| file.err(format!("tensor `{name}` has no counterpart in a Hugging Face LLaMA model")))?;
+        let heads = qk_heads(&hf, &config);
+        let is_block_type = ![GgmlType::F32, GgmlType::F16, GgmlType::BF16].contains(&info.ggml_type);
+        let linear = hf.strip_suffix(".weight").filter(|m| m.ends_with("_proj") || *m == "lm_head");
+        match linear {
+            Some(module) if is_block_type && info.dims.len() == 2 => {
+                packed.insert(module.to_string(), Arc::new(GgufMatrix::new(&file, name, heads)?));
+                // A shape-only stand-in (one value, broadcast) until the packed weight replaces it.
+                dense.insert(hf, Tensor::zeros(&[1, 1], DType::F32).broadcast_as(&info.shape())?);
+            }
+            _ => {
+                dense.insert(hf, file.dense_hf_tensor(name, heads)?);
+            }
+        }
+    }
+    let mut model = Llama::load(config, &WeightFiles::from_tensors(path, dense))?;
+    model.visit_linears(&mut |path, hooked| {
+        if let Some(m) = packed.remove(path) {
+            let bias = hooked.base.bias.clone();
+            hooked.base = Linear::from_packed(m, bias)?;
+        }
+        Ok(())
+    })?;
+    if let Some(left) = packed.keys().next() {
+        return Err(file.err(format!("the model has no Linear `{left}` for the packed weight")));
+    }
+    Ok(Box::new(model))
+}
+
+/// The heads over which llama.cpp permuted the rows of a Q or K weight or bias, else `None`.
+fn qk_heads(hf: &str, config: &ModelConfig) -> Option<usize> {
+    if hf.contains(".q_proj.") {
+        Some(config.num_heads)
+    } else if hf.contains(".k_proj.") {
+        Some(config.num_kv_heads)
+    } else {
+        None
     }
 }
 

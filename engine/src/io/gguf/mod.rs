@@ -8,11 +8,13 @@
 //!   outside the data, unknown types) is an error naming the file.
 //! - [`llama`]: a LLaMA model's Hugging Face config and weights out of a GGUF file.
 //! - [`tokenizer`]: the tokenizer stored in the metadata, as a `tokenizer.json`.
+//! - [`packed`]: block-quantized weights kept in the file as frozen packed matrices (QLoRA).
 mod dequant;
 pub mod llama;
+pub mod packed;
 pub mod tokenizer;
 
-pub use dequant::{dequantize, GgmlType};
+pub use dequant::{dequantize, dequantize_into, GgmlType};
 
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, MappedBuffer};
