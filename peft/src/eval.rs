@@ -182,7 +182,7 @@ pub fn run(
     }
     let model_config = ModelConfig::from_dir(model_dir)?;
     let adapter_task = match adapter_dir {
-        Some(dir) if !dir.join("adapter.safetensors").is_file() => method::adapter_task(dir)?,
+        Some(dir) => method::adapter_task(dir)?,
         _ => None,
     };
     let task = match options.task {

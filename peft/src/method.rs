@@ -299,12 +299,18 @@ pub fn adapter_method(adapter_dir: &Path) -> Result<String> {
 
 /// The task a PEFT adapter folder was saved for (`task_type`), if it names one we know.
 pub fn adapter_task(adapter_dir: &Path) -> Result<Option<Task>> {
+    if adapter_dir.join("adapter.safetensors").is_file() {
+        return crate::bottleneck::adapter_task(adapter_dir);
+    }
     let config = read_adapter_config(adapter_dir)?;
     Ok(config.get("task_type").and_then(Value::as_str).and_then(Task::from_peft_task_type))
 }
 
 /// The classifier size a PEFT adapter file carries (`…classifier.weight` / `…score.weight` rows).
 pub fn adapter_num_labels(adapter_dir: &Path) -> Result<Option<usize>> {
+    if let Some(n) = crate::bottleneck::head_labels(adapter_dir)? {
+        return Ok(Some(n));
+    }
     let path = adapter_dir.join("adapter_model.safetensors");
     if !path.is_file() {
         return Ok(None);

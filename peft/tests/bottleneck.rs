@@ -259,3 +259,31 @@ fn parameter_counts_of_the_team_fixtures_equal_adapters_counts() {
         }
     }
 }
+
+#[test]
+fn a_trained_head_loads_onto_a_bare_encoder_folder() {
+    // Trained as a classifier (head noise included), saved, then loaded from the bare `BertModel`
+    // folder as `peft forward/eval --model bert --adapter DIR` do: the saved head makes the task model.
+    let tmp = TempDir::new("head");
+    let bert = fixtures_dir().join("models/bert");
+    let cls =
+        engine::models::load_as(&bert, Some(engine::models::Architecture::BertForSequenceClassification), Some(2))
+            .unwrap();
+    let model = BottleneckModel::new(cls, &json!({"preset": "seq_bn", "reduction_factor": 8}), 5).unwrap();
+    for (k, (name, t)) in model.trainable_parameters().into_iter().enumerate() {
+        let noise = Tensor::randn(t.shape(), 0.0, 0.3, 77 + k as u64).unwrap();
+        t.assign(&noise.add(&t.detach()).unwrap()).unwrap();
+        assert!(t.is_variable(), "{name}");
+    }
+    let names: Vec<String> = model.trainable_parameters().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"classifier.weight".to_string()), "{names:?}");
+    let dir = tmp.path("adapter");
+    model.save_adapter(&dir).unwrap();
+    let (back, warnings) = peft::method::from_pretrained(&bert, &dir).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(peft::method::adapter_task(&dir).unwrap(), Some(peft::train::Task::SequenceClassification));
+    let ids = Tensor::from_vec(vec![3i64, 14, 15, 92, 65, 35], &[1, 6]).unwrap();
+    let (ours, theirs) = (run(&model, &ids), run(back.as_ref(), &ids));
+    assert_eq!(ours.shape(), &[1, 2]);
+    assert_eq!(theirs.to_vec_f32().unwrap(), ours.to_vec_f32().unwrap());
+}

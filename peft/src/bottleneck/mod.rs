@@ -12,6 +12,7 @@ pub use config::{BnConfig, BottleneckSpec, InitWeights, ResidualBeforeLn, Scalin
 pub use model::BottleneckModel;
 
 use crate::method::AdapterModel;
+use crate::train::config::Task;
 use engine::models::{Architecture, ModelConfig};
 use engine::{Error, Result, Tensor};
 use std::path::Path;
@@ -45,12 +46,10 @@ impl AdapterModel for BottleneckModel {
     }
 }
 
-/// The architecture and label count a base folder must be loaded as for an AdapterHub adapter folder:
-/// a saved classification head (`model_head.safetensors`) on a bare encoder asks for the task model
-/// with the head's size. `None` = load the base as it is.
-pub fn base_architecture(adapter_dir: &Path, base: &ModelConfig) -> Result<Option<(Architecture, usize)>> {
+/// The label count of a saved classification head (`model_head.safetensors`), if the folder has one.
+pub fn head_labels(adapter_dir: &Path) -> Result<Option<usize>> {
     let head = adapter_dir.join(files::HEAD_WEIGHTS_NAME);
-    if !head.is_file() || base.architecture != Architecture::BertModel {
+    if !head.is_file() {
         return Ok(None);
     }
     let st = engine::io::SafeTensors::open(&head)?;
@@ -60,12 +59,33 @@ pub fn base_architecture(adapter_dir: &Path, base: &ModelConfig) -> Result<Optio
         .and_then(|n| st.info(n))
         .map(|i| i.shape[0])
         .ok_or_else(|| Error::File { path: head.display().to_string(), detail: "no classifier.weight".into() })?;
+    Ok(Some(rows))
+}
+
+/// The task an AdapterHub folder was saved for, from the model class it names (`None` for a bare
+/// encoder).
+pub fn adapter_task(adapter_dir: &Path) -> Result<Option<Task>> {
     let config = crate::method::read_adapter_config(adapter_dir)?;
     let class = config.get("model_class").and_then(serde_json::Value::as_str).unwrap_or("");
-    let arch = if class == Architecture::BertForTokenClassification.name() {
-        Architecture::BertForTokenClassification
-    } else {
-        Architecture::BertForSequenceClassification
+    Ok(match class {
+        c if c == Architecture::BertForSequenceClassification.name() => Some(Task::SequenceClassification),
+        c if c == Architecture::BertForTokenClassification.name() => Some(Task::TokenClassification),
+        c if c.ends_with("ForCausalLM") || c.ends_with("LMHeadModel") => Some(Task::CausalLm),
+        _ => None,
+    })
+}
+
+/// The architecture and label count a base folder must be loaded as for an AdapterHub adapter folder:
+/// a saved classification head (`model_head.safetensors`) on a bare encoder asks for the task model
+/// with the head's size. `None` = load the base as it is.
+pub fn base_architecture(adapter_dir: &Path, base: &ModelConfig) -> Result<Option<(Architecture, usize)>> {
+    if base.architecture != Architecture::BertModel {
+        return Ok(None);
+    }
+    let Some(rows) = head_labels(adapter_dir)? else { return Ok(None) };
+    let arch = match adapter_task(adapter_dir)? {
+        Some(Task::TokenClassification) => Architecture::BertForTokenClassification,
+        _ => Architecture::BertForSequenceClassification,
     };
     Ok(Some((arch, rows)))
 }
