@@ -287,3 +287,19 @@ fn a_trained_head_loads_onto_a_bare_encoder_folder() {
     assert_eq!(ours.shape(), &[1, 2]);
     assert_eq!(theirs.to_vec_f32().unwrap(), ours.to_vec_f32().unwrap());
 }
+
+#[test]
+fn the_sentiment_example_configs_are_valid() {
+    for (file, preset_sites) in [("sentiment-houlsby.json", (true, true)), ("sentiment-pfeiffer.json", (false, true))] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+        let c = peft::train::TrainConfig::load(&path).unwrap();
+        assert_eq!(c.task, peft::train::Task::SequenceClassification, "{file}");
+        let section = c.peft_section().unwrap().unwrap();
+        assert_eq!(peft::method::section_method(&section).unwrap(), "BOTTLENECK", "{file}");
+        let (spec, warnings) = peft::bottleneck::BottleneckSpec::from_section(&section).unwrap();
+        assert!(warnings.is_empty(), "{file}: {warnings:?}");
+        assert_eq!((spec.config.mh_adapter, spec.config.output_adapter), preset_sites, "{file}");
+        assert_eq!(spec.config.bottleneck_size(384, 0).unwrap(), 24, "{file}");
+        assert!(spec.train_head && !spec.train_layer_norms, "{file}");
+    }
+}
