@@ -6,7 +6,7 @@ use engine::gradcheck::{check_gradients, GradCheck};
 use engine::io::{save_safetensors, SafeTensors};
 use engine::models::{load, ForwardInput, Model};
 use engine::Tensor;
-use integration_tests::{fixtures_dir, input_ids, manifest, worst_excess};
+use integration_tests::{fixtures_dir, input_ids, manifest, worst_excess, TempDir};
 use peft::bottleneck::BottleneckModel;
 use peft::method::AdapterModel;
 use serde_json::json;
@@ -16,27 +16,6 @@ use std::sync::Mutex;
 
 /// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
 const MULTIPLE: f32 = 5.0;
-
-/// A fresh folder under cargo's scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bottleneck-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn adapterhub_cases() -> Vec<serde_json::Value> {
     let m = manifest();
