@@ -4,8 +4,8 @@
 //! adapter then loads onto the GGUF model again and reproduces the trained perplexity.
 //! Needs `scripts/fetch-assets.sh` (CI runs it first); `PEFT_SKIP_REAL_MODELS=1` skips it.
 use engine::io::SafeTensors;
-use peft::train::{self, Overrides};
-use std::path::PathBuf;
+use peft::train::{self, Overrides, Summary};
+use std::path::{Path, PathBuf};
 
 fn smollm2() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -21,10 +21,11 @@ fn smollm2() -> Option<PathBuf> {
     panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
 }
 
-#[test]
-fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
-    let Some(model) = smollm2() else { return };
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf-train-{}", std::process::id()));
+/// Trains LoRA (r 4 on q_proj and v_proj of the first and last layers) for 6 steps on two lines
+/// of Romeo and Juliet, evaluated on the same lines; `qlora` loads the base with `load_in_4bit`.
+/// Returns the summary, the data file and the folder to remove.
+fn train_on_two_lines(model: &Path, tag: &str, qlora: bool) -> (Summary, PathBuf, PathBuf) {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let data = out.join("train.jsonl");
@@ -34,7 +35,7 @@ fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
     ];
     let jsonl: String = lines.iter().map(|t| format!("{}\n", serde_json::json!({ "text": t }))).collect();
     std::fs::write(&data, jsonl).unwrap();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "model": model,
         "task": "causal_lm",
         "peft": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0, 29]},
@@ -48,10 +49,19 @@ fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
         "eval_steps": 0,
         "save_steps": 0,
     });
+    if qlora {
+        config["quantization_config"] = serde_json::json!({"load_in_4bit": true});
+    }
     let config_path = out.join("run.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let overrides = Overrides { output_dir: Some(out.join("run")), quiet: true, ..Default::default() };
-    let summary = train::run(&config_path, &overrides).unwrap();
+    let summary = train::run(&config_path, &Overrides { quiet: true, ..Default::default() }).unwrap();
+    (summary, data, out)
+}
+
+#[test]
+fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
+    let Some(model) = smollm2() else { return };
+    let (summary, data, out) = train_on_two_lines(&model, "lora", false);
     let before = summary.eval_before["dev"].perplexity.unwrap();
     let after = summary.eval_after["dev"].perplexity.unwrap();
     println!("perplexity on the training text {before:.2} -> {after:.2}");
@@ -82,5 +92,22 @@ fn lora_on_smollm2_gguf_learns_and_saves_hugging_face_paths() {
     let report = peft::eval::run(&model, Some(&summary.adapter_dir), &data, &options).unwrap();
     let again = report.metrics.perplexity.unwrap();
     assert!((again - after).abs() < 1e-3 * after, "reloaded adapter: perplexity {again}, after training {after}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// QLoRA on the GGUF file: with `load_in_4bit` the Q4_1 blocks stay packed and frozen (not
+/// re-quantized to NF4), so before training the model is exactly the dequantized one (the same
+/// perplexity as the float model's, through `peft eval`), and LoRA learns on it.
+#[test]
+fn qlora_on_smollm2_gguf_keeps_the_file_blocks() {
+    let Some(model) = smollm2() else { return };
+    let (summary, data, out) = train_on_two_lines(&model, "qlora", true);
+    let float = peft::eval::run(&model, None, &data, &peft::eval::EvalOptions::default()).unwrap();
+    let float_ppl = float.metrics.perplexity.unwrap();
+    let before = summary.eval_before["dev"].perplexity.unwrap();
+    let after = summary.eval_after["dev"].perplexity.unwrap();
+    println!("float model {float_ppl:.4}; packed blocks {before:.4} -> {after:.4} after QLoRA");
+    assert!((before - float_ppl).abs() < 1e-4 * float_ppl, "packed {before} vs float {float_ppl}");
+    assert!(after < 0.5 * before, "perplexity {before} -> {after}");
     std::fs::remove_dir_all(&out).ok();
 }

@@ -114,15 +114,30 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let started = Instant::now();
     let task = config.task;
     let model_dir = &config.model;
-    let (mut base, num_labels) = load_task_model(model_dir, task, config.num_labels)
-        .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?;
-    if let Some(q) = config.bnb_4bit()? {
+    let bnb_4bit = config.bnb_4bit()?;
+    // QLoRA on a GGUF file keeps the file's own quantized blocks frozen (no NF4 re-quantization of
+    // already 4-bit weights); quantize_model below then finds those Linears packed and keeps them.
+    let gguf_blocks = bnb_4bit.is_some() && engine::io::gguf::is_gguf(model_dir);
+    let (mut base, num_labels) = if gguf_blocks {
+        if task != Task::CausalLm {
+            return Err(Error::invalid("train", "a GGUF model trains as task `causal_lm` only"));
+        }
+        (engine::io::gguf::llama::load_llama_packed(model_dir)?, None)
+    } else {
+        load_task_model(model_dir, task, config.num_labels)
+            .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?
+    };
+    if let Some(q) = bnb_4bit {
         let r = engine::quant::quantize_model(base.as_mut(), &q)?;
         if !quiet {
+            let format = match gguf_blocks {
+                true => "the GGUF file's own blocks, frozen".to_string(),
+                false => {
+                    format!("{}{}", q.quant_type.name(), if q.double_quant { " + double quantization" } else { "" })
+                }
+            };
             eprintln!(
-                "loaded in 4 bits ({}{}): {} Linears, {:.3} bits per quantized parameter; {} left in f32",
-                q.quant_type.name(),
-                if q.double_quant { " + double quantization" } else { "" },
+                "loaded in 4 bits ({format}): {} Linears, {:.3} bits per quantized parameter; {} left in f32",
                 r.quantized.len(),
                 r.bits_per_param(),
                 r.skipped.len()
