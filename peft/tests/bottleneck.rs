@@ -282,3 +282,76 @@ fn the_sentiment_example_configs_are_valid() {
         assert!(spec.train_head && !spec.train_layer_norms, "{file}");
     }
 }
+
+#[test]
+fn bad_bottleneck_configs_are_clear_errors() {
+    let bert = || load(fixtures_dir().join("models/bert")).unwrap();
+    let err = |section: serde_json::Value| match BottleneckModel::new(bert(), &section, 0) {
+        Ok(_) => panic!("{section} was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let cases = [
+        (json!({"preset": "houlsbee"}), "unknown bottleneck preset `houlsbee`"),
+        (json!({"preset": "seq_bn", "reduction_factr": 8}), "unknown field `reduction_factr`"),
+        (json!({"preset": "seq_bn", "phm_layer": true}), "phm_layer"),
+        (json!({"preset": "seq_bn", "inv_adapter": "nice"}), "inv_adapter"),
+        (json!({"preset": "seq_bn", "scaling": "big"}), "`scaling` must be a number, \"learned\" or \"channel\""),
+        (json!({"preset": "seq_bn", "non_linearity": "softplus"}), "non_linearity `softplus` is not supported"),
+        (json!({"preset": "seq_bn", "reduction_factor": {"0": 4}}), "no entry for layer 1"),
+        (json!({"preset": "seq_bn", "reduction_factor": 0}), "must be positive"),
+        (json!({"preset": "seq_bn", "leave_out": [5]}), "leave_out names layer 5, but the model has 2 layers"),
+        (json!({"preset": "seq_bn", "dropout": 1.5}), "`dropout` = 1.5 must be in [0, 1)"),
+        (json!({"architecture": "bottleneck", "mh_adapter": true}), "`output_adapter` is required"),
+        (json!({"architecture": "lora", "preset": "seq_bn"}), "`architecture` is \"lora\""),
+        (json!({"preset": "seq_bn", "config": {}}), "either `preset` or `config`"),
+        (json!({"preset": "seq_bn", "name": "a.b"}), "without dots"),
+    ];
+    for (section, needle) in cases {
+        let e = err(section.clone());
+        assert!(e.contains(needle), "{section}: {e}");
+    }
+    // `post_add` needs a post-norm to take the residual from: refused when run on GPT-2.
+    let gpt2 = load(fixtures_dir().join("models/gpt2")).unwrap();
+    let section = json!({"preset": "seq_bn", "residual_before_ln": "post_add"});
+    let model = BottleneckModel::new(gpt2, &section, 0).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 2, 3], &[1, 3]).unwrap();
+    let e = model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None).unwrap_err();
+    assert!(e.to_string().contains("post_add"), "{e}");
+    // A file whose adapter lacks a tensor names it.
+    let tmp = TempDir::new("bad-file");
+    let src = fixtures_dir().join("adapters/bert-adapterhub-pfeiffer");
+    std::fs::copy(src.join("adapter_config.json"), tmp.path("adapter_config.json")).unwrap();
+    let st = SafeTensors::open(src.join("adapter.safetensors")).unwrap();
+    let kept: Vec<(String, Tensor)> =
+        st.names().filter(|n| !n.contains("layer.1.")).map(|n| (n.to_string(), st.tensor(n).unwrap())).collect();
+    save_safetensors(tmp.path("adapter.safetensors"), &kept, None).unwrap();
+    let e = BottleneckModel::load(bert(), tmp.dir(), false).err().unwrap().to_string();
+    assert!(e.contains("missing `encoder.layer.1.output.adapters.pfeiffer.adapter_down.0.weight`"), "{e}");
+}
+
+#[test]
+fn fresh_adapters_start_by_their_presets_init_rules() {
+    let bert = || load(fixtures_dir().join("models/bert")).unwrap();
+    let ids = Tensor::from_vec(vec![3i64, 14, 15, 92, 65, 35], &[1, 6]).unwrap();
+    let plain = run(bert().as_ref(), &ids).to_vec_f32().unwrap();
+    // mam_adapter (par_bn): the up-projection starts at zero, so the model is exactly the base model.
+    let par = BottleneckModel::new(bert(), &json!({"preset": "par_bn"}), 1).unwrap();
+    assert_eq!(run(&par, &ids).to_vec_f32().unwrap(), plain);
+    let down = par.site_weights(0).unwrap().down.weight.to_vec_f32().unwrap();
+    let bound = 1.0 / (32f32).sqrt(); // Kaiming-uniform with a = √5: U(±1/√fan_in)
+    assert!(down.iter().all(|w| w.abs() <= bound) && down.iter().any(|w| w.abs() > bound / 2.0));
+    // bert: N(0, 0.02) weights, zero biases: near the base model, not equal to it.
+    let houlsby = BottleneckModel::new(bert(), &json!({"preset": "double_seq_bn", "reduction_factor": 2}), 1).unwrap();
+    let w: Vec<f32> = houlsby.site_weights(0).unwrap().up.weight.to_vec_f32().unwrap();
+    let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+    assert!((0.015..0.025).contains(&std), "bert init std {std}");
+    assert!(houlsby.site_weights(0).unwrap().up.bias.as_ref().unwrap().to_vec_f32().unwrap().iter().all(|b| *b == 0.0));
+    let out = run(&houlsby, &ids).to_vec_f32().unwrap();
+    let (excess, _) = worst_excess(&out, &plain, 0.0, 0.05);
+    assert!(excess <= 0.0 && out != plain, "a fresh Houlsby adapter is near, not at, identity");
+    // houlsby: truncated N(0, 0.01²) within ±0.02.
+    let section = json!({"preset": "seq_bn", "reduction_factor": 2, "init_weights": "houlsby"});
+    let t = BottleneckModel::new(bert(), &section, 1).unwrap();
+    let w = t.site_weights(0).unwrap().down.weight.to_vec_f32().unwrap();
+    assert!(w.iter().all(|x| x.abs() <= 0.02) && w.iter().any(|x| x.abs() > 0.01));
+}

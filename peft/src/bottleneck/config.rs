@@ -354,6 +354,11 @@ impl BottleneckSpec {
                 Some(other) => Err(bad(format!("`{k}` must be true or false, got {other}"))),
             }
         };
+        if let Some(arch) = obj.get("architecture") {
+            if arch.as_str() != Some("bottleneck") {
+                return Err(bad(format!("`architecture` is {arch}, a bottleneck section needs \"bottleneck\"")));
+            }
+        }
         let fields: Map<String, Value> =
             obj.iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         let known = base_defaults();
