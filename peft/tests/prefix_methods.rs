@@ -247,6 +247,25 @@ fn saved_adapters_load_back_with_their_reparameterization() {
     assert!(warnings[0].contains(ENCODER_FILE), "{warnings:?}");
     assert_eq!(forward_main(&flat, &x), want);
     assert!(flat.trainable_parameters().is_empty());
+    // As a starting point for training, the table itself is what trains then.
+    let (table_only, warnings) = PrefixModel::load(gpt2(), &tmp.0, true).unwrap();
+    assert!(warnings[0].contains("training continues on the table"), "{warnings:?}");
+    assert_eq!(names(&table_only), ["prompt_encoder.default.embedding.weight"]);
+    assert_eq!(table_only.trainable_parameters()[0].1.shape(), [3, 128]);
+}
+
+#[test]
+fn zero_init_gives_zero_prefixes() {
+    for projection in [false, true] {
+        let mut c = projected_config(0.0);
+        c.prefix_projection = projection;
+        c.init_weights = Some("zero".into());
+        let model = PrefixModel::new(gpt2(), c, 1).unwrap();
+        assert!(model.encoder().table().unwrap().to_vec_f32().unwrap().iter().all(|&v| v == 0.0));
+        // With a projection the embedding is still random (only the last Linear is zero), as PEFT.
+        let embedding = model.encoder().embedding.to_vec_f32().unwrap();
+        assert_eq!(embedding.iter().any(|&v| v != 0.0), projection);
+    }
 }
 
 #[test]
@@ -501,15 +520,19 @@ fn peft_forward_and_generate_with_prefix_adapters() {
 #[test]
 fn peft_train_resumes_prefix_methods_exactly() {
     use peft::train::{run, Overrides};
-    let rows = |n: usize, cls: bool| -> String {
+    let rows = |n: usize, task: &str| -> String {
         (0..n)
             .map(|i| {
                 let ids: Vec<i64> = (0..3 + i % 5).map(|j| (10 + 7 * i + 3 * j) as i64 % 90 + 5).collect();
-                if cls {
-                    format!("{}\n", serde_json::json!({"input_ids": ids, "label": i % 2}))
-                } else {
-                    format!("{}\n", serde_json::json!({"input_ids": ids}))
-                }
+                let row = match task {
+                    "sequence_classification" => serde_json::json!({"input_ids": ids, "label": i % 2}),
+                    "token_classification" => {
+                        let labels: Vec<i64> = ids.iter().map(|t| t % 3).collect();
+                        serde_json::json!({"input_ids": ids, "labels": labels})
+                    }
+                    _ => serde_json::json!({"input_ids": ids}),
+                };
+                format!("{row}\n")
             })
             .collect()
     };
@@ -526,16 +549,22 @@ fn peft_train_resumes_prefix_methods_exactly() {
             serde_json::json!({"peft_type": "PREFIX_TUNING",
             "num_virtual_tokens": 4, "prefix_dropout": 0.1}),
         ),
+        // P-tuning v2 for sequence labelling: a bare encoder becomes a token classifier.
+        ("bert", "token_classification", serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2})),
     ];
     for (model, task, peft) in cases {
         let tmp = TempDir::new(&format!("train-{model}"));
-        std::fs::write(tmp.0.join("train.jsonl"), rows(12, task != "causal_lm")).unwrap();
+        std::fs::write(tmp.0.join("train.jsonl"), rows(12, task)).unwrap();
         let config = serde_json::json!({
             "model": fixtures().join("models").join(model), "task": task, "peft": peft,
             "data": {"train": "train.jsonl", "dev": "train.jsonl"}, "output_dir": "out",
             "batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 6, "save_steps": 3,
             "learning_rate": 0.01, "lr_scheduler": "linear", "seed": 3, "logging_steps": 3,
         });
+        let mut config = config;
+        if task == "token_classification" {
+            config["num_labels"] = serde_json::json!(3);
+        }
         let run_file = tmp.0.join("run.json");
         std::fs::write(&run_file, config.to_string()).unwrap();
         let quiet = Overrides { quiet: true, ..Default::default() };
