@@ -205,6 +205,7 @@ pub fn section_config_json(section: &Value, task: Task) -> Result<Option<Value>>
         "LORA" => Ok(Some(lora_config_from_section(section, task)?.to_json())),
         "PROMPT_TUNING" | "P_TUNING" => Ok(Some(prompt_config_from_section(section, task)?.to_json())),
         "BOTTLENECK" => Ok(Some(crate::bottleneck::BottleneckSpec::from_section(section)?.0.to_json())),
+        "PREFIX_TUNING" => Ok(Some(crate::prefix::config::config_from_section(section, task)?.to_json())),
         _ => Ok(None),
     }
 }

@@ -573,6 +573,15 @@ fn peft_train_resumes_prefix_methods_exactly() {
         assert!(s.trainable_line.starts_with("trainable params: "), "{}", s.trainable_line);
         let resumed = tmp.0.join("resumed");
         let ckpt = full.join("checkpoint-3").display().to_string();
+        // A run file whose prefix differs from the checkpoint's is refused.
+        let mut other = config.clone();
+        other["peft"]["num_virtual_tokens"] = serde_json::json!(5);
+        let other_file = tmp.0.join("other.json");
+        std::fs::write(&other_file, other.to_string()).unwrap();
+        let overrides =
+            Overrides { resume_from: Some(ckpt.clone()), output_dir: Some(tmp.0.join("x")), ..quiet.clone() };
+        let err = run(&other_file, &overrides).err().unwrap().to_string();
+        assert!(err.contains("differs from the run file's `peft` section"), "{err}");
         run(&run_file, &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt), ..quiet }).unwrap();
         let mut files = vec!["adapter_model.safetensors", "adapter_config.json"];
         if task == "causal_lm" {
