@@ -67,28 +67,31 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // Block-wide sum/max for blockDim.x a multiple of 32 (at most 1024); every thread gets the result.
 // `scratch` holds 32 floats of shared memory; the leading barrier lets callers reuse it back to back.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  v = warp_sum(v);
+template <bool MAX>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
+  v = MAX ? warp_max(v) : warp_sum(v);
   __syncthreads();
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();
   u32 warps = blockDim.x >> 5;
-  v = threadIdx.x < warps ? scratch[threadIdx.x] : 0.0f;
-  if (threadIdx.x < 32) v = warp_sum(v);
+  v = threadIdx.x < warps ? scratch[threadIdx.x] : (MAX ? NEG_INF : 0.0f);
+  if (threadIdx.x < 32) v = MAX ? warp_max(v) : warp_sum(v);
   if (threadIdx.x == 0) scratch[0] = v;
   __syncthreads();
   return scratch[0];
 }
 
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-  v = warp_max(v);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-  __syncthreads();
-  u32 warps = blockDim.x >> 5;
-  v = threadIdx.x < warps ? scratch[threadIdx.x] : NEG_INF;
-  if (threadIdx.x < 32) v = warp_max(v);
-  if (threadIdx.x == 0) scratch[0] = v;
-  __syncthreads();
-  return scratch[0];
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
+
+// Max and sum(exp(x - max)) of one row, computed by the whole block.
+__device__ __forceinline__ void row_max_sumexp(const float* p, u32 cols, float* scratch, float* mx_out,
+                                               float* sum_out) {
+  float mx = NEG_INF;
+  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, p[i]);
+  mx = block_max(mx, scratch);
+  float s = 0.0f;
+  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) s += expf(p[i] - mx);
+  *mx_out = mx;
+  *sum_out = block_sum(s, scratch);
 }

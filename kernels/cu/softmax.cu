@@ -9,12 +9,8 @@ extern "C" __global__ void softmax_f32(const float* __restrict__ x, float* __res
   if (row >= rows) return;
   const float* p = x + (u64)row * cols;
   float* q = y + (u64)row * cols;
-  float mx = NEG_INF;
-  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, p[i]);
-  mx = block_max(mx, scratch);
-  float s = 0.0f;
-  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) s += expf(p[i] - mx);
-  s = block_sum(s, scratch);
+  float mx, s;
+  row_max_sumexp(p, cols, scratch, &mx, &s);
   if (log) {
     float lse = mx + logf(s);
     for (u32 i = threadIdx.x; i < cols; i += blockDim.x) q[i] = p[i] - lse;
@@ -50,12 +46,8 @@ extern "C" __global__ void cross_entropy_f32(const float* __restrict__ x, const 
   u32 row = blockIdx.x;
   if (row >= rows) return;
   const float* p = x + (u64)row * cols;
-  float mx = NEG_INF;
-  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, p[i]);
-  mx = block_max(mx, scratch);
-  float s = 0.0f;
-  for (u32 i = threadIdx.x; i < cols; i += blockDim.x) s += expf(p[i] - mx);
-  s = block_sum(s, scratch);
+  float mx, s;
+  row_max_sumexp(p, cols, scratch, &mx, &s);
   if (threadIdx.x == 0) {
     float lse = mx + logf(s);
     int t = target[row];
