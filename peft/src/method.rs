@@ -54,6 +54,39 @@ pub trait AdapterModel: engine::models::Model {
     }
 }
 
+/// The `Model` methods a method's wrapper passes unchanged to its `base` field (everything but
+/// `forward`, which is where methods differ): `impl Model for W { fn forward(…) {…}
+/// crate::method::forward_model_to_base!(); }`.
+macro_rules! forward_model_to_base {
+    () => {
+        fn config(&self) -> &engine::models::ModelConfig {
+            self.base.config()
+        }
+        fn embed_tokens(&self, ids: &engine::Tensor) -> engine::Result<engine::Tensor> {
+            self.base.embed_tokens(ids)
+        }
+        fn named_parameters(&self) -> Vec<(String, engine::Tensor)> {
+            self.base.named_parameters()
+        }
+        fn visit_parameters(
+            &mut self,
+            f: &mut dyn FnMut(&str, &mut engine::Tensor) -> engine::Result<()>,
+        ) -> engine::Result<()> {
+            self.base.visit_parameters(f)
+        }
+        fn visit_linears(
+            &mut self,
+            f: &mut dyn FnMut(&str, &mut engine::nn::HookedLinear) -> engine::Result<()>,
+        ) -> engine::Result<()> {
+            self.base.visit_linears(f)
+        }
+        fn head_paths(&self) -> Vec<String> {
+            self.base.head_paths()
+        }
+    };
+}
+pub(crate) use forward_model_to_base;
+
 /// PEFT's `print_trainable_parameters` line.
 pub fn trainable_line(trainable: usize, all: usize) -> String {
     format!(

@@ -9,9 +9,9 @@ use engine::Tensor;
 use peft::method::{load_base_for_adapter, AdapterModel};
 use peft::prefix::files::ENCODER_FILE;
 use peft::prefix::{PrefixModel, PrefixTuningConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest};
+use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest, TempDir};
 
 /// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
 const MULTIPLE: f32 = 5.0;
@@ -30,23 +30,6 @@ fn tolerances(case: &serde_json::Value) -> (f32, f32) {
 fn forward_main(model: &dyn Model, x: &Tensor) -> Vec<f32> {
     let out = model.forward(&ForwardInput { input_ids: Some(x), ..Default::default() }, None).unwrap();
     out.main().1.to_vec_f32().unwrap()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("prefix-methods-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn prefix_cases(section: &str) -> Vec<serde_json::Value> {
@@ -216,24 +199,24 @@ fn file_bytes(dir: &Path, name: &str) -> Vec<u8> {
 fn saved_adapters_load_back_with_their_reparameterization() {
     let tmp = TempDir::new("round-trip");
     let model = PrefixModel::new(gpt2(), projected_config(0.0), 3).unwrap();
-    AdapterModel::save_adapter(&model, &tmp.0).unwrap();
+    AdapterModel::save_adapter(&model, tmp.dir()).unwrap();
     for f in ["adapter_config.json", "adapter_model.safetensors", ENCODER_FILE] {
-        assert!(tmp.0.join(f).is_file(), "{f} not written");
+        assert!(tmp.path(f).is_file(), "{f} not written");
     }
-    let config: serde_json::Value = serde_json::from_slice(&file_bytes(&tmp.0, "adapter_config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&file_bytes(tmp.dir(), "adapter_config.json")).unwrap();
     assert_eq!(config["peft_type"], "PREFIX_TUNING");
     assert_eq!(config["inference_mode"], true);
     assert_eq!(config["token_dim"], 32);
     assert!(config.get("prefix_dropout").is_none(), "our extension is written only when set");
     // PEFT's file holds exactly the projected table (and PEFT's key).
-    let saved = SafeTensors::open(tmp.0.join("adapter_model.safetensors")).unwrap();
+    let saved = SafeTensors::open(tmp.path("adapter_model.safetensors")).unwrap();
     assert_eq!(saved.names().collect::<Vec<_>>(), vec!["prompt_embeddings"]);
     let table = model.encoder().table().unwrap().to_vec_f32().unwrap();
     assert_eq!(saved.tensor_f32("prompt_embeddings").unwrap().to_vec_f32().unwrap(), table);
 
     let x = Tensor::from_vec(vec![5i64, 9, 2, 40, 7], &[1, 5]).unwrap();
     let want = forward_main(&model, &x);
-    let (back, warnings) = PrefixModel::load(gpt2(), &tmp.0, true).unwrap();
+    let (back, warnings) = PrefixModel::load(gpt2(), tmp.dir(), true).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(forward_main(&back, &x), want);
     let names = |m: &PrefixModel| m.trainable_parameters().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
@@ -241,14 +224,14 @@ fn saved_adapters_load_back_with_their_reparameterization() {
     assert_eq!(names(&back).len(), 5);
 
     // A PEFT folder (no encoder file) loads as a flat table, with a note; same outputs.
-    std::fs::remove_file(tmp.0.join(ENCODER_FILE)).unwrap();
-    let (flat, warnings) = PrefixModel::load(gpt2(), &tmp.0, false).unwrap();
+    std::fs::remove_file(tmp.path(ENCODER_FILE)).unwrap();
+    let (flat, warnings) = PrefixModel::load(gpt2(), tmp.dir(), false).unwrap();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains(ENCODER_FILE), "{warnings:?}");
     assert_eq!(forward_main(&flat, &x), want);
     assert!(flat.trainable_parameters().is_empty());
     // As a starting point for training, the table itself is what trains then.
-    let (table_only, warnings) = PrefixModel::load(gpt2(), &tmp.0, true).unwrap();
+    let (table_only, warnings) = PrefixModel::load(gpt2(), tmp.dir(), true).unwrap();
     assert!(warnings[0].contains("training continues on the table"), "{warnings:?}");
     assert_eq!(names(&table_only), ["prompt_encoder.default.embedding.weight"]);
     assert_eq!(table_only.trainable_parameters()[0].1.shape(), [3, 128]);
@@ -272,18 +255,18 @@ fn zero_init_gives_zero_prefixes() {
 fn mismatched_or_malformed_files_are_refused() {
     let tmp = TempDir::new("mismatch");
     let a = PrefixModel::new(gpt2(), projected_config(0.0), 1).unwrap();
-    AdapterModel::save_adapter(&a, &tmp.0).unwrap();
+    AdapterModel::save_adapter(&a, tmp.dir()).unwrap();
     let other = TempDir::new("mismatch-other");
     let b = PrefixModel::new(gpt2(), projected_config(0.0), 2).unwrap();
-    AdapterModel::save_adapter(&b, &other.0).unwrap();
-    std::fs::copy(other.0.join(ENCODER_FILE), tmp.0.join(ENCODER_FILE)).unwrap();
-    let err = PrefixModel::load(gpt2(), &tmp.0, false).err().unwrap().to_string();
+    AdapterModel::save_adapter(&b, other.dir()).unwrap();
+    std::fs::copy(other.path(ENCODER_FILE), tmp.path(ENCODER_FILE)).unwrap();
+    let err = PrefixModel::load(gpt2(), tmp.dir(), false).err().unwrap().to_string();
     assert!(err.contains("does not reproduce prompt_embeddings"), "{err}");
 
     // A config for another model: the table shape names what is wrong.
     let llama = load(fixtures().join("models/llama")).unwrap();
     // (PEFT's grouped-query rule rewrites token_dim for llama, so the table no longer fits.)
-    let err = PrefixModel::load(llama, &other.0, false).err().unwrap().to_string();
+    let err = PrefixModel::load(llama, other.dir(), false).err().unwrap().to_string();
     assert!(err.contains("`prompt_embeddings` has shape [3, 128], the config implies [3, 64]"), "{err}");
 
     let mut c = PrefixTuningConfig::new(2);
@@ -320,19 +303,19 @@ fn training_resumes_exactly_from_saved_files() {
     let (whole, first, resumed) = (TempDir::new("whole"), TempDir::new("first"), TempDir::new("resumed"));
     let model = PrefixModel::new(gpt2(), projected_config(0.3), 5).unwrap();
     sgd_steps(&model, 0..4);
-    AdapterModel::save_adapter(&model, &whole.0).unwrap();
+    AdapterModel::save_adapter(&model, whole.dir()).unwrap();
 
     let model = PrefixModel::new(gpt2(), projected_config(0.3), 5).unwrap();
     sgd_steps(&model, 0..2);
-    AdapterModel::save_adapter(&model, &first.0).unwrap();
-    let (model, _) = PrefixModel::load(gpt2(), &first.0, true).unwrap();
+    AdapterModel::save_adapter(&model, first.dir()).unwrap();
+    let (model, _) = PrefixModel::load(gpt2(), first.dir(), true).unwrap();
     assert_eq!(model.prefix_config().prefix_dropout, 0.3, "the dropout travels in the config");
     sgd_steps(&model, 2..4);
-    AdapterModel::save_adapter(&model, &resumed.0).unwrap();
+    AdapterModel::save_adapter(&model, resumed.dir()).unwrap();
     for f in ["adapter_model.safetensors", ENCODER_FILE, "adapter_config.json"] {
-        assert!(file_bytes(&whole.0, f) == file_bytes(&resumed.0, f), "{f} differs after resuming");
+        assert!(file_bytes(whole.dir(), f) == file_bytes(resumed.dir(), f), "{f} differs after resuming");
     }
-    assert!(file_bytes(&whole.0, ENCODER_FILE) != file_bytes(&first.0, ENCODER_FILE), "training changed nothing");
+    assert!(file_bytes(whole.dir(), ENCODER_FILE) != file_bytes(first.dir(), ENCODER_FILE), "training changed nothing");
 }
 
 #[test]
@@ -462,8 +445,8 @@ fn peft_forward_and_generate_with_prefix_adapters() {
             fixtures().join(case["model_dir"].as_str().unwrap()),
             fixtures().join(case["adapter_dir"].as_str().unwrap()),
         );
-        let input = tmp.0.join(format!("{name}-in.safetensors"));
-        let out = tmp.0.join(format!("{name}-out.safetensors"));
+        let input = tmp.path(&format!("{name}-in.safetensors"));
+        let out = tmp.path(&format!("{name}-out.safetensors"));
         engine::io::save_safetensors(&input, &[("input_ids".to_string(), ids(&case))], None).unwrap();
         let o = peft_cli(&[
             "forward",
@@ -554,7 +537,7 @@ fn peft_train_resumes_prefix_methods_exactly() {
     ];
     for (model, task, peft) in cases {
         let tmp = TempDir::new(&format!("train-{model}"));
-        std::fs::write(tmp.0.join("train.jsonl"), rows(12, task)).unwrap();
+        std::fs::write(tmp.path("train.jsonl"), rows(12, task)).unwrap();
         let config = serde_json::json!({
             "model": fixtures().join("models").join(model), "task": task, "peft": peft,
             "data": {"train": "train.jsonl", "dev": "train.jsonl"}, "output_dir": "out",
@@ -565,21 +548,20 @@ fn peft_train_resumes_prefix_methods_exactly() {
         if task == "token_classification" {
             config["num_labels"] = serde_json::json!(3);
         }
-        let run_file = tmp.0.join("run.json");
+        let run_file = tmp.path("run.json");
         std::fs::write(&run_file, config.to_string()).unwrap();
         let quiet = Overrides { quiet: true, ..Default::default() };
-        let full = tmp.0.join("full");
+        let full = tmp.path("full");
         let s = run(&run_file, &Overrides { output_dir: Some(full.clone()), ..quiet.clone() }).unwrap();
         assert!(s.trainable_line.starts_with("trainable params: "), "{}", s.trainable_line);
-        let resumed = tmp.0.join("resumed");
+        let resumed = tmp.path("resumed");
         let ckpt = full.join("checkpoint-3").display().to_string();
         // A run file whose prefix differs from the checkpoint's is refused.
         let mut other = config.clone();
         other["peft"]["num_virtual_tokens"] = serde_json::json!(5);
-        let other_file = tmp.0.join("other.json");
+        let other_file = tmp.path("other.json");
         std::fs::write(&other_file, other.to_string()).unwrap();
-        let overrides =
-            Overrides { resume_from: Some(ckpt.clone()), output_dir: Some(tmp.0.join("x")), ..quiet.clone() };
+        let overrides = Overrides { resume_from: Some(ckpt.clone()), output_dir: Some(tmp.path("x")), ..quiet.clone() };
         let err = run(&other_file, &overrides).err().unwrap().to_string();
         assert!(err.contains("differs from the run file's `peft` section"), "{err}");
         run(&run_file, &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt), ..quiet }).unwrap();

@@ -7,7 +7,7 @@ use super::config::PrefixTuningConfig;
 use super::encoder::PrefixEncoder;
 use crate::method::{AdapterModel, ADAPTER_NAME};
 use crate::peft_model::{copy_tensor, module_matches};
-use engine::models::{ForwardInput, KvCache, KvPrefix, Model, ModelConfig, ModelOutput};
+use engine::models::{ForwardInput, KvCache, KvPrefix, Model, ModelOutput};
 use engine::nn::{HookedLinear, Linear};
 use engine::{Error, Result, Tensor};
 use std::collections::BTreeMap;
@@ -201,9 +201,6 @@ impl PrefixModel {
 }
 
 impl Model for PrefixModel {
-    fn config(&self) -> &ModelConfig {
-        self.base.config()
-    }
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
         if input.prefix.is_some() {
             return Err(Error::invalid("prefix tuning", "the input already carries prefixes; the adapter gives them"));
@@ -216,21 +213,7 @@ impl Model for PrefixModel {
         let prefixes = self.prefixes(batch)?;
         self.base.forward(&ForwardInput { prefix: Some(&prefixes), ..*input }, cache)
     }
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
-        self.base.embed_tokens(ids)
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.base.named_parameters()
-    }
-    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
-        self.base.visit_parameters(f)
-    }
-    fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
-        self.base.visit_linears(f)
-    }
-    fn head_paths(&self) -> Vec<String> {
-        self.base.head_paths()
-    }
+    crate::method::forward_model_to_base!();
 }
 
 impl AdapterModel for PrefixModel {
