@@ -18,6 +18,8 @@ enum Slot {
 /// Where every virtual and input position goes, per row.
 pub struct Layout {
     rows: Vec<Vec<Slot>>,
+    /// Real (not padding) tokens per row.
+    real: Vec<usize>,
     /// Input length (padded).
     t: usize,
 }
@@ -68,7 +70,7 @@ impl Layout {
             slots.extend((len..t).map(Slot::Token));
             rows.push(slots);
         }
-        Ok(Layout { rows, t })
+        Ok(Layout { rows, real: real.iter().map(|&n| n.min(t)).collect(), t })
     }
 
     /// `[b, n + t, d]`: prompt rows and input embeddings in their places.
@@ -122,18 +124,16 @@ impl Layout {
         Tensor::from_vec(out, &[self.rows.len(), width])?.to_dtype(dtype)
     }
 
-    /// The segment id a virtual position gets: that of the input token after it (of the last one
+    /// The segment id a virtual position gets: that of the real token after it (of the last one
     /// before it at the end of a row), so BERT's segment embedding groups it with its segment.
     pub fn virtual_type(&self, types: &[i64], r: usize, q: usize) -> i64 {
         let slots = &self.rows[r];
-        let after = slots[q..].iter().find_map(|s| match s {
-            Slot::Token(p) => Some(*p),
+        let real = |s: &Slot| match s {
+            Slot::Token(p) if *p < self.real[r] => Some(*p),
             _ => None,
-        });
-        let before = slots[..q].iter().rev().find_map(|s| match s {
-            Slot::Token(p) => Some(*p),
-            _ => None,
-        });
+        };
+        let after = slots[q..].iter().find_map(real);
+        let before = slots[..q].iter().rev().find_map(real);
         after.or(before).map_or(0, |p| types[r * self.t + p])
     }
 
