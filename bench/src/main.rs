@@ -5,6 +5,7 @@
 
 mod elementwise;
 mod gemm;
+mod gguf;
 mod load;
 mod train_step;
 
@@ -18,6 +19,7 @@ const SUBCOMMANDS: &[(&str, &str, Entry)] = &[
     ("gemm", "f32 GEMM GFLOP/s on square and transformer shapes", gemm::run_gemm),
     ("fma-peak", "f32 FMA peak GFLOP/s, single thread and all threads", gemm::run_fma_peak),
     ("load", "RSS and time of loading a model folder and one 16x128 forward pass", load::run),
+    ("gguf", "SmolLM2 GGUF dense vs packed blocks: memory, forward tokens/s, a LoRA step", gguf::run),
     (
         "train-step",
         "LoRA training steps on a MiniLM-shaped BERT and a small LLaMA (tokens/s, peak RSS)",
