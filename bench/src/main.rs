@@ -7,6 +7,7 @@ mod elementwise;
 mod gemm;
 mod gguf;
 mod load;
+mod qlora;
 mod train_step;
 
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ const SUBCOMMANDS: &[(&str, &str, Entry)] = &[
     ("gemm", "f32 GEMM GFLOP/s on square and transformer shapes", gemm::run_gemm),
     ("fma-peak", "f32 FMA peak GFLOP/s, single thread and all threads", gemm::run_fma_peak),
     ("load", "RSS and time of loading a model folder and one 16x128 forward pass", load::run),
+    ("dequant", "NF4 + double-quant dequantization GB/s (f32 output) next to memcpy", qlora::run_dequant),
+    ("qlinear", "4-bit Linear forward+backward next to the f32 Linear of the same shape", qlora::run_qlinear),
     ("gguf", "SmolLM2 GGUF dense vs packed blocks: memory, forward tokens/s, a LoRA step", gguf::run),
     (
         "train-step",

@@ -5,7 +5,8 @@
 //! (b) LLaMA, hidden 512, 8 layers, 8 heads / 4 kv heads, intermediate 1376, vocab 32000, causal LM,
 //!     batch 4 × 256, LoRA r=16 α=32 on all seven projections.
 //! Both AdamW. Random weights are written to a temporary model folder and loaded the normal way.
-//! Each model runs in its own process so that its peak RSS is its own.
+//! Each model runs in its own process so that its peak RSS is its own. `--load-in-4bit` (QLoRA)
+//! stores the base Linears in NF4 + double quantization first (heads stay f32).
 use engine::io::save_safetensors;
 use engine::models::{load, ForwardInput};
 use engine::optim::AdamW;
@@ -106,14 +107,44 @@ fn peak_rss_mib() -> f64 {
     peft::train::metrics::peak_rss_mib().unwrap_or(f64::NAN)
 }
 
-fn run_one(which: &str, steps: usize) -> Result<(), String> {
+/// QLoRA: rewrites the model folder `dir` in 4 bits (NF4 + double quantization, heads in f32), as
+/// `peft quantize` does, so that the measured run loads packed weights and never touches f32 ones.
+fn quantize_folder(dir: &Path) -> Result<(), String> {
+    let mut model = e(load(dir))?;
+    let q = engine::quant::Bnb4bitConfig { double_quant: true, ..Default::default() };
+    e(engine::quant::quantize_model(model.as_mut(), &q))?;
+    let tmp = dir.with_extension("q4");
+    e(engine::quant::save_pretrained_4bit(model.as_mut(), &tmp, None, &q))?;
+    drop(model);
+    std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, dir).map_err(|e| e.to_string())
+}
+
+/// Bytes of the packed Linear weights as stored, and as they would be in f32 (0, 0 without any).
+fn packed_weight_bytes(model: &mut dyn engine::models::Model) -> Result<(usize, usize), String> {
+    let (mut stored, mut f32_bytes) = (0, 0);
+    e(model.visit_linears(&mut |_, l| {
+        if let Some(p) = &l.base.packed {
+            f32_bytes += p.shape()[0] * p.shape()[1] * 4;
+            stored += p.stored_bytes();
+        }
+        Ok(())
+    }))?;
+    Ok((stored, f32_bytes))
+}
+
+fn run_one(which: &str, steps: usize, load_in_4bit: bool) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("bench-train-step-{which}-{}", std::process::id()));
     write_model(&dir, which)?;
+    if load_in_4bit {
+        quantize_folder(&dir)?;
+    }
     // Writing the random model is set-up, not training: start the peak-RSS count after it (Linux
     // resets VmHWM when 5 is written to clear_refs).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let result = (|| -> Result<(), String> {
-        let base = e(load(&dir))?;
+        let mut base = e(load(&dir))?;
+        let (packed_bytes, packed_f32_bytes) = packed_weight_bytes(base.as_mut())?;
         let mut model = PeftModel::new(base);
         let (batch, seq, vocab, targets, r, alpha): (usize, usize, usize, &[&str], usize, f32) = match which {
             "bert" => (16, 128, 30522, &["query", "value"], 8, 16.0),
@@ -162,7 +193,9 @@ fn run_one(which: &str, steps: usize) -> Result<(), String> {
             "{}",
             json!({"bench":"train-step","impl":"engine","model":which,"batch":batch,"seq":seq,
                    "tokens_per_s": (batch * seq) as f64 / median, "step_s": median, "step_s_min": times[0],
-                   "steps": steps, "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib()})
+                   "steps": steps, "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib(),
+                   "base": if load_in_4bit { "nf4+dq/64" } else { "f32" },
+                   "packed_weight_bytes": packed_bytes, "packed_weight_f32_bytes": packed_f32_bytes})
         );
         Ok(())
     })();
@@ -175,15 +208,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or("--steps needs a number")?,
         None => 5,
     };
+    // QLoRA: the base model's Linears in 4 bits.
+    let q4 = args.iter().any(|a| a == "--load-in-4bit");
     if let Some(i) = args.iter().position(|a| a == "--model") {
         let which = args.get(i + 1).ok_or("--model needs bert or llama")?;
-        return run_one(which, steps);
+        return run_one(which, steps, q4);
     }
     // One child process per model, so each peak RSS is that model's alone.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     for which in ["bert", "llama"] {
         let status = std::process::Command::new(&exe)
             .args(["train-step", "--model", which, "--steps", &steps.to_string()])
+            .args(q4.then_some("--load-in-4bit"))
             .status()
             .map_err(|e| e.to_string())?;
         if !status.success() {

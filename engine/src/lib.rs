@@ -21,7 +21,7 @@ pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::attention::{scaled_dot_product_attention, AttentionMask};
-pub use ops::lora::lora_linear;
+pub use ops::lora::{lora_linear, lora_linear_packed};
 pub use ops::quant_matmul::packed_linear;
 pub use ops::rope::rope_tables;
 pub use storage::Device;

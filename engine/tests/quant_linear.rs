@@ -64,3 +64,23 @@ fn packed_weight_is_frozen_and_dense_reads_fail_clearly() {
     assert!(l.weight.requires_grad().is_err());
     assert_eq!(l.dense_weight().unwrap().shape(), [8, 64]);
 }
+
+#[test]
+fn fused_lora_over_a_packed_weight_equals_it_over_the_dequantized_one() {
+    let p = packed(24, 70, QuantType::Nf4, true);
+    let dense = dequantize_all(p.as_ref()).unwrap();
+    let (x, bias) = (randn(&[2, 3, 70], 1), randn(&[24], 2));
+    let (a, b, xd) = (randn(&[4, 70], 3), randn(&[24, 4], 4), randn(&[2, 3, 70], 5));
+    let got = engine::lora_linear_packed(&x, &p, Some(&bias), &a, &b, 0.5, Some(&xd)).unwrap();
+    let want = engine::lora_linear(&x, &dense, Some(&bias), &a, &b, 0.5, Some(&xd)).unwrap();
+    for (g, w) in got.to_vec::<f32>().unwrap().iter().zip(want.to_vec::<f32>().unwrap()) {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+    // Gradients of everything but the frozen weight, the dropout input included.
+    check_gradients(
+        |v| engine::lora_linear_packed(&v[0], &p, Some(&v[1]), &v[2], &v[3], 0.5, Some(&v[4])),
+        &[x, bias, a, b, xd],
+        GradCheck::default(),
+    )
+    .unwrap();
+}

@@ -144,10 +144,15 @@ impl LinearHook for LoraLayer {
         match live.as_slice() {
             [] => base.forward(x),
             // The usual case, one adapter: the fused op keeps one activation instead of four
-            // (over an f32 weight; a packed 4-bit base computes its own product below).
-            [w] if x.rank() >= 2 && !base.is_packed() => {
+            // (over a packed 4-bit base too: QLoRA).
+            [w] if x.rank() >= 2 => {
                 let xd = dropped(w)?;
-                engine::lora_linear(x, &base.weight, base.bias.as_ref(), &w.a, &w.b, w.scaling, xd.as_ref())
+                match &base.packed {
+                    Some(p) => engine::lora_linear_packed(x, p, base.bias.as_ref(), &w.a, &w.b, w.scaling, xd.as_ref()),
+                    None => {
+                        engine::lora_linear(x, &base.weight, base.bias.as_ref(), &w.a, &w.b, w.scaling, xd.as_ref())
+                    }
+                }
             }
             several => {
                 let mut y = base.forward(x)?;

@@ -6,8 +6,10 @@
 use crate::autograd::record;
 use crate::cpu::gemm::{sgemm, Parallelism};
 use crate::error::{Error, Result};
+use crate::quant::PackedMatrix;
 use crate::storage::CpuStorage;
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// `x` as a `[rows, k]` matrix (a view when the leading dims merge, else a copy).
 fn as_rows(x: &Tensor, k: usize) -> Result<Tensor> {
@@ -16,6 +18,13 @@ fn as_rows(x: &Tensor, k: usize) -> Result<Tensor> {
         Ok(v) => Ok(v),
         Err(_) => x.contiguous()?.reshape(&[rows, k]),
     }
+}
+
+/// The base weight under the adapter: an f32 tensor (trainable or not), or a frozen packed matrix
+/// (QLoRA), whose product is taken tile by tile as in `packed_linear`.
+enum Base {
+    Dense(Tensor),
+    Packed(Arc<dyn PackedMatrix>),
 }
 
 /// `x [..., in]`, `weight [out, in]`, `bias [out]`, `a [r, in]`, `b [out, r]`.
@@ -28,20 +37,54 @@ pub fn lora_linear(
     scaling: f32,
     x_lora: Option<&Tensor>,
 ) -> Result<Tensor> {
-    const OP: &str = "lora_linear";
-    let (x, w, a, b) = (x.float_input(OP)?, weight.float_input(OP)?, a.float_input(OP)?, b.float_input(OP)?);
+    let w = weight.float_input(OP)?;
+    if w.rank() != 2 {
+        return Err(Error::shape(OP, format!("W {:?} must be [out, in]", w.shape())));
+    }
+    lora_linear_on(x, Base::Dense(w), bias, a, b, scaling, x_lora)
+}
+
+/// [`lora_linear`] over a frozen packed `[out, in]` weight (QLoRA): no gradient for the weight.
+pub fn lora_linear_packed(
+    x: &Tensor,
+    weight: &Arc<dyn PackedMatrix>,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f32,
+    x_lora: Option<&Tensor>,
+) -> Result<Tensor> {
+    lora_linear_on(x, Base::Packed(weight.clone()), bias, a, b, scaling, x_lora)
+}
+
+const OP: &str = "lora_linear";
+
+fn lora_linear_on(
+    x: &Tensor,
+    base: Base,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f32,
+    x_lora: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (x, a, b) = (x.float_input(OP)?, a.float_input(OP)?, b.float_input(OP)?);
     let xd = match x_lora {
         Some(t) => t.float_input(OP)?,
         None => x.clone(),
     };
     let bias = bias.map(|t| t.float_input(OP)).transpose()?;
-    if w.rank() != 2 || a.rank() != 2 || b.rank() != 2 || x.rank() < 1 {
+    let [out_f, in_f] = match &base {
+        Base::Dense(w) => [w.shape()[0], w.shape()[1]],
+        Base::Packed(p) => p.shape(),
+    };
+    if a.rank() != 2 || b.rank() != 2 || x.rank() < 1 {
         return Err(Error::shape(
             OP,
-            format!("x {:?}, W {:?}, A {:?}, B {:?}", x.shape(), w.shape(), a.shape(), b.shape()),
+            format!("x {:?}, W [{out_f}, {in_f}], A {:?}, B {:?}", x.shape(), a.shape(), b.shape()),
         ));
     }
-    let (out_f, in_f, r) = (w.shape()[0], w.shape()[1], a.shape()[0]);
+    let r = a.shape()[0];
     let ok = x.shape()[x.rank() - 1] == in_f
         && xd.shape() == x.shape()
         && a.shape()[1] == in_f
@@ -51,10 +94,9 @@ pub fn lora_linear(
         return Err(Error::shape(
             OP,
             format!(
-                "x {:?} (dropout input {:?}), W {:?}, bias {:?}, A {:?}, B {:?}: need x [.., in], W [out, in], A [r, in], B [out, r]",
+                "x {:?} (dropout input {:?}), W [{out_f}, {in_f}], bias {:?}, A {:?}, B {:?}: need x [.., in], W [out, in], A [r, in], B [out, r]",
                 x.shape(),
                 xd.shape(),
-                w.shape(),
                 bias.as_ref().map(|t| t.shape().to_vec()),
                 a.shape(),
                 b.shape()
@@ -70,26 +112,34 @@ pub fn lora_linear(
     };
     let mut out = crate::cpu::pool::alloc_f32(n * out_f);
     {
-        let (xs, ws) = (x2.read_all::<f32>(OP)?, w.read_all::<f32>(OP)?);
-        let (lx, lw) = (x2.layout(), w.layout());
-        // out = x·Wᵀ: B operand is Wᵀ, i.e. W with its strides swapped.
-        sgemm(
-            n,
-            out_f,
-            in_f,
-            1.0,
-            &xs[lx.offset()..],
-            lx.strides()[0],
-            lx.strides()[1],
-            &ws[lw.offset()..],
-            lw.strides()[1],
-            lw.strides()[0],
-            0.0,
-            &mut out,
-            out_f,
-            1,
-            Parallelism::Rayon,
-        );
+        match &base {
+            Base::Dense(w) => {
+                let (xs, ws) = (x2.read_all::<f32>(OP)?, w.read_all::<f32>(OP)?);
+                let (lx, lw) = (x2.layout(), w.layout());
+                // out = x·Wᵀ: B operand is Wᵀ, i.e. W with its strides swapped.
+                sgemm(
+                    n,
+                    out_f,
+                    in_f,
+                    1.0,
+                    &xs[lx.offset()..],
+                    lx.strides()[0],
+                    lx.strides()[1],
+                    &ws[lw.offset()..],
+                    lw.strides()[1],
+                    lw.strides()[0],
+                    0.0,
+                    &mut out,
+                    out_f,
+                    1,
+                    Parallelism::Rayon,
+                );
+            }
+            Base::Packed(p) => {
+                let xc = x2.contiguous()?;
+                crate::ops::quant_matmul::forward_into(&xc.read::<f32>(OP)?, n, p.as_ref(), &mut out)?;
+            }
+        }
         let (xas, bs) = (xa.read::<f32>(OP)?, b.read_all::<f32>(OP)?);
         let lb = b.layout();
         // out += s·xa·Bᵀ
@@ -123,8 +173,12 @@ pub fn lora_linear(
     let last = shape.len() - 1;
     shape[last] = out_f;
     let x_shape = x.shape().to_vec();
+    let dense_w = match &base {
+        Base::Dense(w) => Some(w.clone()),
+        Base::Packed(_) => None,
+    };
     let inputs: Vec<Tensor> =
-        [Some(x.clone()), Some(w.clone()), bias.clone(), Some(a.clone()), Some(b.clone()), Some(xd.clone())]
+        [Some(x.clone()), dense_w, bias.clone(), Some(a.clone()), Some(b.clone()), Some(xd.clone())]
             .into_iter()
             .flatten()
             .collect();
@@ -133,8 +187,16 @@ pub fn lora_linear(
     let node = record(OP, &refs, move |_, g| {
         let g2 = as_rows(g, out_f)?;
         let want = |t: &Tensor| t.tracks_grad();
-        let gx = if want(&x) { Some(g2.matmul(&w)?.reshape(&x_shape)?) } else { None };
-        let gw = if want(&w) { Some(g2.t()?.matmul(&x2)?) } else { None };
+        let gx = match &base {
+            _ if !want(&x) => None,
+            Base::Dense(w) => Some(g2.matmul(w)?.reshape(&x_shape)?),
+            Base::Packed(p) => Some(crate::ops::quant_matmul::input_grad(&g2, p.as_ref(), &x_shape)?),
+        };
+        // A packed weight is not an input (frozen by construction): no slot in the gradients.
+        let gw = match &base {
+            Base::Dense(w) => Some(if want(w) { Some(g2.t()?.matmul(&x2)?) } else { None }),
+            Base::Packed(_) => None,
+        };
         let gbias = match &bias {
             Some(t) if want(t) => Some(g2.sum(&[0], false)?),
             _ => None,
@@ -151,7 +213,8 @@ pub fn lora_linear(
             Some(gb) if want(&xd) => Some(gb.matmul(&a)?.mul_scalar(scaling)?.reshape(&x_shape)?),
             _ => None,
         };
-        let mut grads = vec![gx, gw];
+        let mut grads = vec![gx];
+        grads.extend(gw);
         if has_bias {
             grads.push(gbias);
         }

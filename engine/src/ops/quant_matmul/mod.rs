@@ -12,12 +12,15 @@ use std::sync::Arc;
 
 const OP: &str = "packed_linear";
 
-/// Values per dequantized tile: 256 KiB of f32, which stays in L2 while the GEMM packs it.
-const TILE_VALUES: usize = 1 << 16;
+/// Values per dequantized tile: 1 MiB of f32, small next to a layer, big enough that the GEMM's
+/// per-call cost (packing the activations again for every tile) stays a small share.
+const TILE_VALUES: usize = 1 << 18;
+/// Fewest weight rows per tile: each tile is the `n` of a GEMM, which is slow when narrow.
+const MIN_TILE_ROWS: usize = 256;
 
 /// Rows of W per tile for inputs of width `cols`: a multiple of 16 (the GEMM's panel width).
 fn tile_rows(rows: usize, cols: usize) -> usize {
-    let t = (TILE_VALUES / cols.max(1)).max(16) / 16 * 16;
+    let t = (TILE_VALUES / cols.max(1)).max(MIN_TILE_ROWS) / 16 * 16;
     t.min(rows).max(1)
 }
 
@@ -93,7 +96,7 @@ pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32])
 }
 
 /// `g [..., out] · dequant(W) → [..., in]`, tile by tile over the output features.
-fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
     let [out_f, in_f] = w.shape();
     let gc = g.contiguous()?;
     let rows = gc.numel() / out_f.max(1);
