@@ -397,3 +397,50 @@ fn templates_place_virtual_tokens_between_segments() {
     let bad = json!({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "template": [1, 1]});
     assert!(build_adapter_model(load(&bert).unwrap(), &bad, Task::SequenceClassification, 0).is_err());
 }
+
+#[test]
+fn generation_with_a_soft_prompt_is_the_same_with_and_without_the_cache() {
+    use engine::models::sampling::{generate, SamplingConfig};
+    for case in ["gpt2-prompt_tuning", "llama-p_tuning_lstm"] {
+        let model_name = case.split('-').next().unwrap();
+        let (m, _) =
+            from_pretrained(&fixtures().join("models").join(model_name), &fixtures().join("adapters").join(case))
+                .unwrap();
+        let cfg = SamplingConfig::default();
+        let cached = generate(m.as_ref(), &[5, 17, 33], 6, &[], &cfg, true).unwrap();
+        let uncached = generate(m.as_ref(), &[5, 17, 33], 6, &[], &cfg, false).unwrap();
+        assert_eq!(cached, uncached, "{case}");
+        // and the first new token is the argmax of the prompted model's last logits
+        let x = Tensor::from_vec(vec![5i64, 17, 33], &[1, 3]).unwrap();
+        let last = run(m.as_ref(), &x).narrow(1, 2, 1).unwrap().to_vec_f32().unwrap();
+        let argmax = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+        assert_eq!(cached[0], argmax as i64, "{case}");
+    }
+}
+
+#[test]
+fn merge_refuses_a_prompt_adapter_and_the_example_configs_are_valid() {
+    let dir = TempDir::new("merge");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_peft"))
+        .arg("merge")
+        .arg("--model")
+        .arg(fixtures().join("models/gpt2"))
+        .arg("--adapter")
+        .arg(fixtures().join("adapters/gpt2-p_tuning_mlp"))
+        .arg("--out")
+        .arg(dir.0.join("merged"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("P_TUNING") && err.contains("LoRA"), "{err}");
+    for (file, peft_type) in
+        [("sentiment-prompt-tuning.json", "PROMPT_TUNING"), ("sentiment-p-tuning.json", "P_TUNING")]
+    {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+        let c = peft::train::TrainConfig::load(&path).unwrap();
+        let section = c.peft_section().unwrap().unwrap();
+        assert_eq!(section["peft_type"], peft_type);
+        let config = peft::method::prompt_config_from_section(&section, c.task).unwrap();
+        assert_eq!(config.common().modules_to_save, Some(vec!["classifier".to_string(), "score".to_string()]));
+    }
+}
