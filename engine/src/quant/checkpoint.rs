@@ -125,6 +125,10 @@ pub fn save_pretrained_4bit(
     source_dir: Option<&std::path::Path>,
     config: &super::Bnb4bitConfig,
 ) -> Result<()> {
+    if model.config().architecture == crate::models::Architecture::Gpt2LMHeadModel {
+        // Conv1D weights are stored [in, out]; transformers' 4-bit layout of them is not implemented.
+        return Err(Error::invalid(OP, "writing GPT-2 in the 4-bit layout is not supported (its Conv1D weights)"));
+    }
     let mut packed: Vec<(String, Vec<(String, Tensor)>)> = Vec::new();
     model.visit_linears(&mut |path, hooked| {
         let Some(p) = &hooked.base.packed else { return Ok(()) };
