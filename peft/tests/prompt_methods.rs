@@ -118,11 +118,20 @@ fn folder_from_grad_fixture(case: &Value, file: &SafeTensors, dir: &Path) {
         .filter_map(|n| n.strip_prefix("param.").map(|p| (p.to_string(), file.tensor_f32(n).unwrap())))
         .collect();
     let table = params.iter().find(|(n, _)| n == "prompt_encoder.default.embedding.weight").unwrap().1.clone();
-    // prompt_embeddings only serves shape checks here: the encoder file's table wins for P-tuning.
-    save_safetensors(dir.join("adapter_model.safetensors"), &[("prompt_embeddings".to_string(), table)], None).unwrap();
+    let mut prompt = table.clone();
     if config["peft_type"] == "P_TUNING" {
+        // PEFT's file holds the encoder's output (loading checks that the encoder file remakes it)
+        let (c, _) = peft::prompt::PromptEncoderConfig::from_json(config.clone()).unwrap();
+        let local: std::collections::HashMap<String, Tensor> = params
+            .iter()
+            .filter_map(|(n, t)| Some((n.strip_prefix("prompt_encoder.default.")?.to_string(), t.clone())))
+            .collect();
+        let encoder = peft::prompt::encoder::PromptEncoder::from_named(&c, table.shape()[1], &local).unwrap();
+        prompt = encoder.forward(&table, None).unwrap();
         save_safetensors(dir.join(peft::prompt::ENCODER_FILE), &params, None).unwrap();
     }
+    save_safetensors(dir.join("adapter_model.safetensors"), &[("prompt_embeddings".to_string(), prompt)], None)
+        .unwrap();
 }
 
 #[test]
@@ -257,6 +266,15 @@ fn save_then_load_gives_the_same_model_and_peft_s_files() {
         let names = |m: &dyn AdapterModel| m.trainable_parameters().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
         assert_eq!(names(again.as_ref()), names(model.as_ref()), "{model_name}: trainable again, same names");
         if section["peft_type"] == "P_TUNING" {
+            // an encoder file that does not belong to the PEFT file is refused
+            let other = TempDir::new(&format!("rt-other-{model_name}"));
+            fresh(model_name, task, section.clone(), 8).save_adapter(&other.0).unwrap();
+            let enc = peft::prompt::ENCODER_FILE;
+            std::fs::copy(dir.0.join(enc), dir.0.join("kept")).unwrap();
+            std::fs::copy(other.0.join(enc), dir.0.join(enc)).unwrap();
+            let err = load_adapter_model(base(), &dir.0, true).err().unwrap().to_string();
+            assert!(err.contains("does not reproduce"), "{err}");
+            std::fs::rename(dir.0.join("kept"), dir.0.join(enc)).unwrap();
             // PEFT's files alone: the saved prompt, frozen, said so; same outputs
             std::fs::remove_file(dir.0.join(peft::prompt::ENCODER_FILE)).unwrap();
             let (frozen, warnings) = load_adapter_model(base(), &dir.0, true).unwrap();

@@ -76,7 +76,6 @@ impl PromptModel {
                 (Tensor::randn(&[n, dim], 0.0, 1.0, seed)?, Some(PromptEncoder::new(c, dim, seed.wrapping_add(1))?))
             }
         };
-        let encoder = encoder.map(|e| trainable_encoder(e, true)).transpose()?;
         let mut model = PromptModel::assemble(base, config, table.requires_grad()?, encoder)?;
         model.install_saved_modules(None, true)?;
         Ok(model)
@@ -110,8 +109,24 @@ impl PromptModel {
         let encoder_path = dir.join(ENCODER_FILE);
         let (table, encoder) = match &config {
             PromptConfig::Encoder(c) if encoder_path.is_file() => {
-                let (table, encoder) = load_encoder(c, dim, &encoder_path, n)?;
-                (param(table)?, Some(trainable_encoder(encoder, trainable)?))
+                let (table, mut encoder) = load_encoder(c, dim, &encoder_path, n)?;
+                // The two files must belong together: the encoder remakes the saved prompt.
+                let remade = {
+                    let _g = engine::no_grad();
+                    encoder.forward(&table, None)?.to_vec_f32()?
+                };
+                let saved = prompt.to_vec_f32()?;
+                let worst = remade.iter().zip(&saved).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0, f32::max);
+                if worst > 1e-4 {
+                    return Err(file_err(
+                        &encoder_path,
+                        format!(
+                            "does not reproduce `{PROMPT_KEY}` of {ADAPTER_FILE} (relative difference {worst:.2e})"
+                        ),
+                    ));
+                }
+                encoder.set_trainable(trainable)?;
+                (param(table)?, Some(encoder))
             }
             PromptConfig::Encoder(_) => {
                 if trainable {
@@ -228,12 +243,6 @@ impl PromptModel {
 
     pub fn num_virtual_tokens(&self) -> usize {
         self.config.common().num_virtual_tokens
-    }
-
-    /// Whether the prompt can be trained further (false for a P-tuning adapter loaded without its
-    /// encoder file).
-    pub fn has_encoder_or_table(&self) -> bool {
-        matches!(self.config, PromptConfig::Tuning(_)) || self.encoder.is_some()
     }
 
     /// The prompt `[virtual tokens, hidden]`: the table, or the table through the encoder.
@@ -408,11 +417,6 @@ fn init_table(base: &dyn Model, c: &super::config::PromptTuningConfig, n: usize,
             None => Tensor::randn(&[n, dim], 0.0, 1.0, seed),
         },
     }
-}
-
-fn trainable_encoder(mut e: PromptEncoder, trainable: bool) -> Result<PromptEncoder> {
-    e.set_trainable(trainable)?;
-    Ok(e)
 }
 
 /// Loads P-tuning's table and encoder from [`ENCODER_FILE`].
