@@ -25,6 +25,18 @@ fn smollm2() -> Option<PathBuf> {
 /// of Romeo and Juliet, evaluated on the same lines; `qlora` loads the base with `load_in_4bit`.
 /// Returns the summary, the data file and the folder to remove.
 fn train_on_two_lines(model: &Path, tag: &str, qlora: bool) -> (Summary, PathBuf, PathBuf) {
+    let lora = serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0, 29]});
+    train_method_on_two_lines(model, tag, lora, 0.02, qlora)
+}
+
+/// As [`train_on_two_lines`] with any method's `peft` section and learning rate.
+fn train_method_on_two_lines(
+    model: &Path,
+    tag: &str,
+    method: serde_json::Value,
+    lr: f64,
+    qlora: bool,
+) -> (Summary, PathBuf, PathBuf) {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -38,12 +50,12 @@ fn train_on_two_lines(model: &Path, tag: &str, qlora: bool) -> (Summary, PathBuf
     let mut config = serde_json::json!({
         "model": model,
         "task": "causal_lm",
-        "peft": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0, 29]},
+        "peft": method,
         "data": {"train": data, "dev": data},
         "output_dir": out.join("run"),
         "max_steps": 6,
         "batch_size": 2,
-        "learning_rate": 0.02,
+        "learning_rate": lr,
         "lr_scheduler": "constant",
         "seed": 1,
         "eval_steps": 0,
@@ -110,4 +122,24 @@ fn qlora_on_smollm2_gguf_keeps_the_file_blocks() {
     assert!((before - float_ppl).abs() < 1e-4 * float_ppl, "packed {before} vs float {float_ppl}");
     assert!(after < 0.5 * before, "perplexity {before} -> {after}");
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// The prompt methods on the GGUF model (dequantized): soft prompts and prefixes learn the two
+/// lines too (learning rates as each method wants them).
+#[test]
+fn prompt_methods_on_smollm2_gguf_learn() {
+    let Some(model) = smollm2() else { return };
+    let methods = [
+        ("prompt", serde_json::json!({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 8}), 0.03),
+        ("ptuning", serde_json::json!({"peft_type": "P_TUNING", "num_virtual_tokens": 8}), 0.001),
+        ("prefix", serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 8}), 0.03),
+    ];
+    for (tag, method, lr) in methods {
+        let (summary, _, out) = train_method_on_two_lines(&model, tag, method, lr, false);
+        let before = summary.eval_before["dev"].perplexity.unwrap();
+        let after = summary.eval_after["dev"].perplexity.unwrap();
+        println!("{tag}: perplexity {before:.2} -> {after:.2}");
+        assert!(after < 0.5 * before, "{tag}: perplexity {before} -> {after}");
+        std::fs::remove_dir_all(&out).ok();
+    }
 }
