@@ -355,3 +355,24 @@ fn fresh_adapters_start_by_their_presets_init_rules() {
     let w = t.site_weights(0).unwrap().down.weight.to_vec_f32().unwrap();
     assert!(w.iter().all(|x| x.abs() <= 0.02) && w.iter().any(|x| x.abs() > 0.01));
 }
+
+#[test]
+fn adapters_compute_the_same_with_the_generation_cache() {
+    for model_dir in ["models/gpt2", "models/llama"] {
+        let base = load(fixtures_dir().join(model_dir)).unwrap();
+        let section = json!({"preset": "double_seq_bn", "reduction_factor": 8, "ln_after": true});
+        let model = BottleneckModel::new(base, &section, 2).unwrap();
+        randomize(&model, 0.3);
+        let ids = Tensor::from_vec(vec![5i64, 17, 2, 40, 9], &[1, 5]).unwrap();
+        let full = run(&model, &ids);
+        let mut cache = engine::models::KvCache::default();
+        let step = |t: &Tensor, cache: &mut engine::models::KvCache| {
+            let input = ForwardInput { input_ids: Some(t), ..Default::default() };
+            model.forward(&input, Some(cache)).unwrap().main().1.clone()
+        };
+        step(&ids.narrow(1, 0, 3).unwrap().contiguous().unwrap(), &mut cache);
+        let last = step(&ids.narrow(1, 3, 2).unwrap().contiguous().unwrap(), &mut cache);
+        let want = full.narrow(1, 3, 2).unwrap().contiguous().unwrap();
+        assert_close(model_dir, &last, &want, 1e-5, 1e-5);
+    }
+}
