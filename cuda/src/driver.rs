@@ -1,0 +1,160 @@
+//! The only module that uses `cust` (the CUDA driver API binding): device/context, buffers, module
+//! loading and launches. Swapping the binding means rewriting this file only.
+
+use crate::args::{pack, Arg};
+use crate::{Error, Result};
+use cust::context::Context;
+use cust::device::DeviceAttribute;
+use cust::memory::{CopyDestination, DeviceBuffer, DeviceCopy};
+use cust::stream::{Stream, StreamFlags};
+use kernels::{Kernel, Module};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// `CudaError`'s `Display` asks the driver for a message (which fails without one), so errors are
+/// reported by their variant name.
+fn driver_err(what: impl Into<String>) -> impl FnOnce(cust::error::CudaError) -> Error {
+    let what = what.into();
+    move |e| Error::Driver { what, code: format!("{e:?}") }
+}
+
+/// Element types a [`Buffer`] holds (bf16/f16 are stored as their `u16` bits).
+pub trait Element: DeviceCopy + Copy + Default + 'static {}
+impl Element for f32 {}
+impl Element for u16 {}
+impl Element for u32 {}
+impl Element for i32 {}
+impl Element for u8 {}
+
+/// A GPU with its own context and stream, current on the thread that created it. Kernels are launched
+/// in order on the one stream; modules are loaded (JIT-compiled by the driver) on first use.
+/// Buffers must be dropped before their device.
+pub struct Device {
+    ordinal: u32,
+    modules: RefCell<HashMap<Module, cust::module::Module>>,
+    stream: Stream,
+    _context: Context,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device(cuda:{})", self.ordinal)
+    }
+}
+
+impl Device {
+    /// Opens GPU `ordinal`. Without a driver, or without that GPU, this is an `Error::Driver`
+    /// (e.g. `cuInit failed: NoDevice`), never a panic.
+    pub fn new(ordinal: u32) -> Result<Device> {
+        cust::init(cust::CudaFlags::empty()).map_err(driver_err("cuInit"))?;
+        let dev = cust::device::Device::get_device(ordinal).map_err(driver_err(format!("open device {ordinal}")))?;
+        let context = Context::new(dev).map_err(driver_err("create context"))?;
+        let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(driver_err("create stream"))?;
+        Ok(Device { ordinal, modules: RefCell::new(HashMap::new()), stream, _context: context })
+    }
+
+    /// The driver's CUDA version, e.g. (12, 4).
+    pub fn driver_version() -> Result<(i32, i32)> {
+        let v = cust::CudaApiVersion::get().map_err(driver_err("cuDriverGetVersion"))?;
+        Ok((v.major(), v.minor()))
+    }
+
+    fn attribute(&self, a: DeviceAttribute) -> Result<i32> {
+        let dev = cust::device::Device::get_device(self.ordinal).map_err(driver_err("get device"))?;
+        dev.get_attribute(a).map_err(driver_err(format!("device attribute {a:?}")))
+    }
+
+    /// Compute capability (major, minor), e.g. (9, 0) for H100/H200.
+    pub fn compute_capability(&self) -> Result<(i32, i32)> {
+        Ok((
+            self.attribute(DeviceAttribute::ComputeCapabilityMajor)?,
+            self.attribute(DeviceAttribute::ComputeCapabilityMinor)?,
+        ))
+    }
+
+    pub fn name(&self) -> Result<String> {
+        let dev = cust::device::Device::get_device(self.ordinal).map_err(driver_err("get device"))?;
+        dev.name().map_err(driver_err("device name"))
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn zeros<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
+        // One element at least: a zero-size allocation is an error for the driver.
+        let zeros = vec![T::default(); len.max(1)];
+        let inner = DeviceBuffer::from_slice(&zeros).map_err(driver_err(format!("allocate {len} elements")))?;
+        Ok(Buffer { inner, len })
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn upload<T: Element>(&self, data: &[T]) -> Result<Buffer<T>> {
+        if data.is_empty() {
+            return self.zeros(0);
+        }
+        let inner = DeviceBuffer::from_slice(data).map_err(driver_err("copy to device"))?;
+        Ok(Buffer { inner, len: data.len() })
+    }
+
+    /// The buffer's contents, after every launch queued so far has finished.
+    pub fn download<T: Element>(&self, buf: &Buffer<T>) -> Result<Vec<T>> {
+        self.synchronize()?;
+        let mut out = vec![T::default(); buf.len];
+        if buf.len > 0 {
+            buf.inner.copy_to(&mut out[..]).map_err(driver_err("copy to host"))?;
+        }
+        Ok(out)
+    }
+
+    /// Waits for every queued launch; a kernel fault surfaces here.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("synchronize (a kernel failed)"))
+    }
+
+    /// Queues `kernel` with `args` (checked against its parameter list) on `grid` x `block` threads.
+    pub fn launch(&self, kernel: &Kernel, grid: [u32; 3], block: u32, args: &[Arg]) -> Result<()> {
+        let mut packed = pack(kernel, args)?;
+        let mut modules = self.modules.borrow_mut();
+        let module = match modules.entry(kernel.module) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                cust::module::Module::from_ptx(kernel.module.ptx(), &[])
+                    .map_err(driver_err(format!("load PTX module {}", kernel.module.name())))?,
+            ),
+        };
+        let function = module.get_function(kernel.name).map_err(driver_err(format!("find kernel {}", kernel.name)))?;
+        let pointers = packed.pointers();
+        // SAFETY: `pack` checked the arguments against the kernel's parameter list (which a test checks
+        // against the PTX), and the op launchers check every buffer against the extents the kernel touches.
+        unsafe {
+            self.stream
+                .launch(&function, (grid[0], grid[1], grid[2]), block, 0, &pointers)
+                .map_err(driver_err(format!("launch {}", kernel.name)))
+        }
+    }
+}
+
+/// A device buffer of `len` elements of `T`.
+pub struct Buffer<T: Element> {
+    inner: DeviceBuffer<T>,
+    len: usize,
+}
+
+impl<T: Element> std::fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buffer<{}>[{}]", std::any::type_name::<T>(), self.len)
+    }
+}
+
+impl<T: Element> Buffer<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The device address, as a launch argument.
+    pub fn arg(&self) -> Arg {
+        Arg::Ptr(self.inner.as_device_ptr().as_raw())
+    }
+}

@@ -1,0 +1,592 @@
+//! Typed launchers, one per kernel family: each checks shapes against the buffers (so a kernel never
+//! indexes outside them), picks the launch geometry and queues the kernel on the device's stream.
+//! Everything is f32 except the tensor-core GEMM operands (bf16/f16 bits in `u16`) and the ids/targets.
+
+use crate::geometry::{grid_stride_blocks, row_block, GemmShape, BLOCK};
+use crate::{Arg, Buffer, Device, Element, Error, Result};
+use kernels::ops::{Binary, Reduce, Unary};
+use kernels::signatures as sig;
+use kernels::Layout;
+
+fn need<T: Element>(op: &'static str, what: &str, buf: &Buffer<T>, len: usize) -> Result<()> {
+    if buf.len() < len {
+        return Err(Error::invalid(op, format!("{what} has {} elements, needs {len}", buf.len())));
+    }
+    Ok(())
+}
+
+fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} exceeds u32")))
+}
+
+/// Rows of a one-block-per-row kernel: at most 2^31 - 1 blocks.
+fn row_grid(op: &'static str, rows: usize) -> Result<[u32; 3]> {
+    if rows > i32::MAX as usize {
+        return Err(Error::invalid(op, format!("{rows} rows exceed the grid")));
+    }
+    Ok([rows.max(1) as u32, 1, 1])
+}
+
+fn elementwise_grid(n: usize) -> [u32; 3] {
+    [grid_stride_blocks(n as u64), 1, 1]
+}
+
+fn gemm_args<A: Element>(a: &Buffer<A>, b: &Buffer<A>, c: &Buffer<f32>, g: &GemmShape) -> Vec<Arg> {
+    let i = |v: usize| Arg::I64(v as i64);
+    vec![
+        a.arg(),
+        b.arg(),
+        c.arg(),
+        Arg::U32(g.m as u32),
+        Arg::U32(g.n as u32),
+        Arg::U32(g.k as u32),
+        i(g.a_m),
+        i(g.a_k),
+        i(g.b_k),
+        i(g.b_n),
+        i(g.c_m),
+        i(g.a_batch),
+        i(g.b_batch),
+        i(g.c_batch),
+        Arg::F32(g.alpha),
+        Arg::F32(g.beta),
+    ]
+}
+
+/// f32 GEMM on the SIMT cores.
+pub fn gemm_f32(dev: &Device, a: &Buffer<f32>, b: &Buffer<f32>, c: &mut Buffer<f32>, g: &GemmShape) -> Result<()> {
+    let grid = g.check("gemm_f32", a.len(), b.len(), c.len())?;
+    dev.launch(&sig::GEMM_F32, grid, BLOCK, &gemm_args(a, b, c, g))
+}
+
+/// Tensor-core GEMM of bf16 (`bf16 == true`) or f16 operands with f32 accumulation and output.
+pub fn gemm_half(
+    dev: &Device,
+    a: &Buffer<u16>,
+    b: &Buffer<u16>,
+    c: &mut Buffer<f32>,
+    g: &GemmShape,
+    bf16: bool,
+) -> Result<()> {
+    let grid = g.check("gemm_half", a.len(), b.len(), c.len())?;
+    let kernel = if bf16 { &sig::GEMM_BF16 } else { &sig::GEMM_F16 };
+    dev.launch(kernel, grid, BLOCK, &gemm_args(a, b, c, g))
+}
+
+/// Max element offset + 1 a strided input reaches over `shape` (strides non-negative).
+fn strided_extent(shape: &[usize], strides: &[isize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let mut last = 0usize;
+    for (&s, &st) in shape.iter().zip(strides) {
+        let st = usize::try_from(st).ok()?;
+        last = last.checked_add((s - 1).checked_mul(st)?)?;
+    }
+    last.checked_add(1)
+}
+
+fn layout(op: &'static str, shape: &[usize], sa: &[isize], sb: &[isize]) -> Result<Layout> {
+    Layout::new(shape, sa, sb).ok_or_else(|| {
+        Error::invalid(op, format!("shape {shape:?} with strides {sa:?} / {sb:?}: at most {} dims", kernels::MAX_DIMS))
+    })
+}
+
+/// y (contiguous, `shape`) = op(x viewed with `strides`, scalar).
+pub fn unary(
+    dev: &Device,
+    x: &Buffer<f32>,
+    strides: &[isize],
+    y: &mut Buffer<f32>,
+    shape: &[usize],
+    op: Unary,
+    scalar: f32,
+) -> Result<()> {
+    let l = layout("unary", shape, strides, strides)?;
+    let n: usize = shape.iter().product();
+    let ext = strided_extent(shape, strides).ok_or_else(|| Error::invalid("unary", "negative or huge strides"))?;
+    need("unary", "x", x, ext)?;
+    need("unary", "y", y, n)?;
+    let args = [
+        x.arg(),
+        y.arg(),
+        Arg::Bytes(l.to_bytes().to_vec()),
+        Arg::U64(n as u64),
+        Arg::U32(op as u32),
+        Arg::F32(scalar),
+    ];
+    dev.launch(&sig::UNARY_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// out (contiguous, `shape`) = op(a, b) with a and b viewed through their strides (0 = broadcast).
+#[allow(clippy::too_many_arguments)]
+pub fn binary(
+    dev: &Device,
+    a: &Buffer<f32>,
+    a_strides: &[isize],
+    b: &Buffer<f32>,
+    b_strides: &[isize],
+    out: &mut Buffer<f32>,
+    shape: &[usize],
+    op: Binary,
+) -> Result<()> {
+    let l = layout("binary", shape, a_strides, b_strides)?;
+    let n: usize = shape.iter().product();
+    let bad = || Error::invalid("binary", "negative or huge strides");
+    need("binary", "a", a, strided_extent(shape, a_strides).ok_or_else(bad)?)?;
+    need("binary", "b", b, strided_extent(shape, b_strides).ok_or_else(bad)?)?;
+    need("binary", "out", out, n)?;
+    let args =
+        [a.arg(), b.arg(), out.arg(), Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64), Arg::U32(op as u32)];
+    dev.launch(&sig::BINARY_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// Reduces contiguous x viewed as [outer, len, inner] over the middle dim into y [outer, inner].
+pub fn reduce(
+    dev: &Device,
+    x: &Buffer<f32>,
+    y: &mut Buffer<f32>,
+    outer: usize,
+    len: usize,
+    inner: usize,
+    op: Reduce,
+) -> Result<()> {
+    const OP: &str = "reduce";
+    if len == 0 {
+        return Err(Error::invalid(OP, "cannot reduce an empty dim"));
+    }
+    need(OP, "x", x, outer * len * inner)?;
+    need(OP, "y", y, outer * inner)?;
+    let (o, l, i) = (u32_of(OP, "outer", outer)?, u32_of(OP, "len", len)?, u32_of(OP, "inner", inner)?);
+    if inner == 1 {
+        let args = [x.arg(), y.arg(), Arg::U32(o), Arg::U32(l), Arg::U32(op as u32)];
+        dev.launch(&sig::REDUCE_LAST_F32, row_grid(OP, outer)?, row_block(l), &args)
+    } else {
+        let args = [x.arg(), y.arg(), Arg::U32(o), Arg::U32(l), Arg::U32(i), Arg::U32(op as u32)];
+        dev.launch(&sig::REDUCE_MID_F32, elementwise_grid(outer * inner), BLOCK, &args)
+    }
+}
+
+fn rows_cols(op: &'static str, rows: usize, cols: usize) -> Result<(u32, u32)> {
+    if cols == 0 {
+        return Err(Error::invalid(op, "rows of length 0"));
+    }
+    Ok((u32_of(op, "rows", rows)?, u32_of(op, "cols", cols)?))
+}
+
+/// Row softmax (or log-softmax) of contiguous [rows, cols].
+pub fn softmax(dev: &Device, x: &Buffer<f32>, y: &mut Buffer<f32>, rows: usize, cols: usize, log: bool) -> Result<()> {
+    let (r, c) = rows_cols("softmax", rows, cols)?;
+    need("softmax", "x", x, rows * cols)?;
+    need("softmax", "y", y, rows * cols)?;
+    let args = [x.arg(), y.arg(), Arg::U32(r), Arg::U32(c), Arg::U32(log as u32)];
+    dev.launch(&sig::SOFTMAX_F32, row_grid("softmax", rows)?, row_block(c), &args)
+}
+
+/// Softmax (or log-softmax) backward from the forward output `y` and its gradient `dy`.
+pub fn softmax_bwd(
+    dev: &Device,
+    y: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    dx: &mut Buffer<f32>,
+    rows: usize,
+    cols: usize,
+    log: bool,
+) -> Result<()> {
+    let (r, c) = rows_cols("softmax_bwd", rows, cols)?;
+    for (name, b) in [("y", y), ("dy", dy), ("dx", &*dx)] {
+        need("softmax_bwd", name, b, rows * cols)?;
+    }
+    let args = [y.arg(), dy.arg(), dx.arg(), Arg::U32(r), Arg::U32(c), Arg::U32(log as u32)];
+    dev.launch(&sig::SOFTMAX_BWD_F32, row_grid("softmax_bwd", rows)?, row_block(c), &args)
+}
+
+/// Per-row cross-entropy of logits [rows, cols] against `targets` (ignore_index rows give 0), plus each
+/// row's logsumexp for the backward. Targets are checked on the host first.
+pub struct CrossEntropy<'a> {
+    pub logits: &'a Buffer<f32>,
+    pub targets: &'a Buffer<i32>,
+    /// The same targets on the host (for the range check).
+    pub host_targets: &'a [i32],
+    pub rows: usize,
+    pub cols: usize,
+    pub ignore_index: i32,
+}
+
+impl CrossEntropy<'_> {
+    fn check(&self) -> Result<(u32, u32)> {
+        const OP: &str = "cross_entropy";
+        let rc = rows_cols(OP, self.rows, self.cols)?;
+        need(OP, "logits", self.logits, self.rows * self.cols)?;
+        need(OP, "targets", self.targets, self.rows)?;
+        if self.host_targets.len() != self.rows {
+            return Err(Error::invalid(OP, format!("{} host targets for {} rows", self.host_targets.len(), self.rows)));
+        }
+        if let Some(t) =
+            self.host_targets.iter().find(|&&t| t != self.ignore_index && (t < 0 || t as usize >= self.cols))
+        {
+            return Err(Error::invalid(OP, format!("target {t} out of range for {} classes", self.cols)));
+        }
+        Ok(rc)
+    }
+
+    pub fn forward(&self, dev: &Device, loss: &mut Buffer<f32>, lse: &mut Buffer<f32>) -> Result<()> {
+        let (r, c) = self.check()?;
+        need("cross_entropy", "loss", loss, self.rows)?;
+        need("cross_entropy", "lse", lse, self.rows)?;
+        let args = [
+            self.logits.arg(),
+            self.targets.arg(),
+            loss.arg(),
+            lse.arg(),
+            Arg::U32(r),
+            Arg::U32(c),
+            Arg::I32(self.ignore_index),
+        ];
+        dev.launch(&sig::CROSS_ENTROPY_F32, row_grid("cross_entropy", self.rows)?, row_block(c), &args)
+    }
+
+    /// dlogits = scale * (softmax - onehot), 0 on ignored rows; scale = dloss / (rows not ignored).
+    pub fn backward(&self, dev: &Device, lse: &Buffer<f32>, dx: &mut Buffer<f32>, scale: f32) -> Result<()> {
+        let (r, c) = self.check()?;
+        need("cross_entropy_bwd", "lse", lse, self.rows)?;
+        need("cross_entropy_bwd", "dx", dx, self.rows * self.cols)?;
+        let args = [
+            self.logits.arg(),
+            self.targets.arg(),
+            lse.arg(),
+            dx.arg(),
+            Arg::U32(r),
+            Arg::U32(c),
+            Arg::I32(self.ignore_index),
+            Arg::F32(scale),
+        ];
+        dev.launch(&sig::CROSS_ENTROPY_BWD_F32, row_grid("cross_entropy_bwd", self.rows)?, row_block(c), &args)
+    }
+}
+
+fn opt_arg<T: Element>(op: &'static str, what: &str, b: Option<&Buffer<T>>, len: usize) -> Result<Arg> {
+    match b {
+        Some(b) => {
+            need(op, what, b, len)?;
+            Ok(b.arg())
+        }
+        None => Ok(Arg::Ptr(0)),
+    }
+}
+
+/// Layer norm (`rms == false`) or RMS norm over the last dim of contiguous [rows, cols].
+pub struct Norm<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub eps: f32,
+    pub rms: bool,
+    pub weight: Option<&'a Buffer<f32>>,
+    pub bias: Option<&'a Buffer<f32>>,
+}
+
+impl Norm<'_> {
+    /// y and the saved statistics: mean (layer norm only, `rows`) and rstd (`rows`).
+    pub fn forward(
+        &self,
+        dev: &Device,
+        x: &Buffer<f32>,
+        y: &mut Buffer<f32>,
+        mean: Option<&mut Buffer<f32>>,
+        rstd: &mut Buffer<f32>,
+    ) -> Result<()> {
+        const OP: &str = "norm";
+        let (r, c) = rows_cols(OP, self.rows, self.cols)?;
+        if !self.rms && mean.is_none() {
+            return Err(Error::invalid(OP, "layer norm needs a mean buffer"));
+        }
+        need(OP, "x", x, self.rows * self.cols)?;
+        need(OP, "y", y, self.rows * self.cols)?;
+        need(OP, "rstd", rstd, self.rows)?;
+        let args = [
+            x.arg(),
+            opt_arg(OP, "weight", self.weight, self.cols)?,
+            opt_arg(OP, "bias", self.bias, self.cols)?,
+            y.arg(),
+            opt_arg(OP, "mean", mean.as_deref(), self.rows)?,
+            rstd.arg(),
+            Arg::U32(r),
+            Arg::U32(c),
+            Arg::F32(self.eps),
+            Arg::U32(self.rms as u32),
+        ];
+        dev.launch(&sig::NORM_F32, row_grid(OP, self.rows)?, row_block(c), &args)
+    }
+
+    /// dx, and dw / db accumulated into (zeroed) buffers when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        dev: &Device,
+        x: &Buffer<f32>,
+        mean: Option<&Buffer<f32>>,
+        rstd: &Buffer<f32>,
+        dy: &Buffer<f32>,
+        dx: &mut Buffer<f32>,
+        dw: Option<&mut Buffer<f32>>,
+        db: Option<&mut Buffer<f32>>,
+    ) -> Result<()> {
+        const OP: &str = "norm_bwd";
+        let (r, c) = rows_cols(OP, self.rows, self.cols)?;
+        if !self.rms && mean.is_none() {
+            return Err(Error::invalid(OP, "layer norm needs the saved mean"));
+        }
+        for (name, b) in [("x", x), ("dy", dy), ("dx", &*dx)] {
+            need(OP, name, b, self.rows * self.cols)?;
+        }
+        need(OP, "rstd", rstd, self.rows)?;
+        let args = [
+            x.arg(),
+            opt_arg(OP, "weight", self.weight, self.cols)?,
+            opt_arg(OP, "mean", mean, self.rows)?,
+            rstd.arg(),
+            dy.arg(),
+            dx.arg(),
+            opt_arg(OP, "dw", dw.as_deref(), self.cols)?,
+            opt_arg(OP, "db", db.as_deref(), self.cols)?,
+            Arg::U32(r),
+            Arg::U32(c),
+            Arg::U32(self.rms as u32),
+        ];
+        dev.launch(&sig::NORM_BWD_F32, row_grid(OP, self.rows)?, row_block(c), &args)
+    }
+}
+
+fn check_ids(op: &'static str, host_ids: &[u32], vocab: usize) -> Result<()> {
+    match host_ids.iter().find(|&&i| i as usize >= vocab) {
+        Some(i) => Err(Error::invalid(op, format!("id {i} out of range for a table of {vocab} rows"))),
+        None => Ok(()),
+    }
+}
+
+/// out[i] = table[ids[i]] for a [vocab, dim] table; `host_ids` are the ids on the host, range-checked.
+pub fn embedding(
+    dev: &Device,
+    ids: &Buffer<u32>,
+    host_ids: &[u32],
+    table: &Buffer<f32>,
+    out: &mut Buffer<f32>,
+    vocab: usize,
+    dim: usize,
+) -> Result<()> {
+    const OP: &str = "embedding";
+    check_ids(OP, host_ids, vocab)?;
+    let n = host_ids.len();
+    need(OP, "ids", ids, n)?;
+    need(OP, "table", table, vocab * dim)?;
+    need(OP, "out", out, n * dim)?;
+    let (nn, d, v) = (u32_of(OP, "ids", n)?, u32_of(OP, "dim", dim)?, u32_of(OP, "vocab", vocab)?);
+    let args = [ids.arg(), table.arg(), out.arg(), Arg::U32(nn), Arg::U32(d), Arg::U32(v)];
+    dev.launch(&sig::EMBEDDING_F32, elementwise_grid(n * dim), BLOCK, &args)
+}
+
+/// dtable[ids[i]] += dout[i] (scatter-add into a zeroed or accumulating [vocab, dim] buffer).
+pub fn embedding_bwd(
+    dev: &Device,
+    ids: &Buffer<u32>,
+    host_ids: &[u32],
+    dout: &Buffer<f32>,
+    dtable: &mut Buffer<f32>,
+    vocab: usize,
+    dim: usize,
+) -> Result<()> {
+    const OP: &str = "embedding_bwd";
+    check_ids(OP, host_ids, vocab)?;
+    let n = host_ids.len();
+    need(OP, "ids", ids, n)?;
+    need(OP, "dout", dout, n * dim)?;
+    need(OP, "dtable", dtable, vocab * dim)?;
+    let (nn, d, v) = (u32_of(OP, "ids", n)?, u32_of(OP, "dim", dim)?, u32_of(OP, "vocab", vocab)?);
+    let args = [ids.arg(), dout.arg(), dtable.arg(), Arg::U32(nn), Arg::U32(d), Arg::U32(v)];
+    dev.launch(&sig::EMBEDDING_BWD_F32, elementwise_grid(n * dim), BLOCK, &args)
+}
+
+/// RoPE on contiguous [batch, heads, seq, head_dim] with cos/sin tables [seq, head_dim] (or
+/// [batch, seq, head_dim] when `per_batch`); `transpose` applies the adjoint (the backward).
+pub struct Rope {
+    pub batch: usize,
+    pub heads: usize,
+    pub seq: usize,
+    pub head_dim: usize,
+    pub per_batch: bool,
+}
+
+impl Rope {
+    pub fn apply(
+        &self,
+        dev: &Device,
+        x: &Buffer<f32>,
+        cos: &Buffer<f32>,
+        sin: &Buffer<f32>,
+        y: &mut Buffer<f32>,
+        transpose: bool,
+    ) -> Result<()> {
+        const OP: &str = "rope";
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(Error::invalid(OP, format!("head_dim {} is odd", self.head_dim)));
+        }
+        let n = self.batch * self.heads * self.seq * self.head_dim;
+        let table = if self.per_batch { self.batch } else { 1 } * self.seq * self.head_dim;
+        need(OP, "x", x, n)?;
+        need(OP, "y", y, n)?;
+        need(OP, "cos", cos, table)?;
+        need(OP, "sin", sin, table)?;
+        let args = [
+            x.arg(),
+            cos.arg(),
+            sin.arg(),
+            y.arg(),
+            Arg::U32(u32_of(OP, "batch", self.batch)?),
+            Arg::U32(u32_of(OP, "heads", self.heads)?),
+            Arg::U32(u32_of(OP, "seq", self.seq)?),
+            Arg::U32(u32_of(OP, "head_dim", self.head_dim)?),
+            Arg::U32(self.per_batch as u32),
+            Arg::U32(transpose as u32),
+        ];
+        dev.launch(&sig::ROPE_F32, elementwise_grid(n / 2), BLOCK, &args)
+    }
+}
+
+/// In-place masked softmax of attention scores [batch, heads, q_len, k_len] (k_len >= q_len; the extra
+/// keys are a prefix every query sees). `key_valid` is [batch, k_len] of 0/1 (None: all valid).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_softmax(
+    dev: &Device,
+    scores: &mut Buffer<f32>,
+    key_valid: Option<&Buffer<u8>>,
+    batch: usize,
+    heads: usize,
+    q_len: usize,
+    k_len: usize,
+    causal: bool,
+) -> Result<()> {
+    const OP: &str = "attention_softmax";
+    if k_len < q_len || k_len == 0 {
+        return Err(Error::invalid(OP, format!("k_len {k_len} must be >= q_len {q_len} and > 0")));
+    }
+    let rows = batch * heads * q_len;
+    need(OP, "scores", scores, rows * k_len)?;
+    let args = [
+        scores.arg(),
+        opt_arg(OP, "key_valid", key_valid, batch * k_len)?,
+        Arg::U32(u32_of(OP, "batch", batch)?),
+        Arg::U32(u32_of(OP, "heads", heads)?),
+        Arg::U32(u32_of(OP, "q_len", q_len)?),
+        Arg::U32(u32_of(OP, "k_len", k_len)?),
+        Arg::U32(causal as u32),
+    ];
+    dev.launch(&sig::ATTENTION_SOFTMAX_F32, row_grid(OP, rows)?, row_block(k_len as u32), &args)
+}
+
+/// Philox dropout (see kernels/cu/dropout.cu); the backward is the same call on dy.
+pub fn dropout(
+    dev: &Device,
+    x: &Buffer<f32>,
+    y: &mut Buffer<f32>,
+    n: usize,
+    p: f32,
+    seed: u64,
+    offset: u64,
+) -> Result<()> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::invalid("dropout", format!("p = {p} not in [0, 1]")));
+    }
+    need("dropout", "x", x, n)?;
+    need("dropout", "y", y, n)?;
+    let args = [x.arg(), y.arg(), Arg::U64(n as u64), Arg::F32(p), Arg::U64(seed), Arg::U64(offset)];
+    dev.launch(&sig::DROPOUT_F32, elementwise_grid(n.div_ceil(4)), BLOCK, &args)
+}
+
+/// AdamW hyper-parameters and the step number (1-based) for the bias corrections.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+pub fn adamw(
+    dev: &Device,
+    p: &mut Buffer<f32>,
+    g: &Buffer<f32>,
+    m: &mut Buffer<f32>,
+    v: &mut Buffer<f32>,
+    h: &AdamW,
+) -> Result<()> {
+    if h.step == 0 {
+        return Err(Error::invalid("adamw", "step is 1-based"));
+    }
+    let n = p.len();
+    for (name, b) in [("g", g), ("m", &*m), ("v", &*v)] {
+        need("adamw", name, b, n)?;
+    }
+    let bc1 = 1.0 - f64::from(h.beta1).powi(h.step as i32);
+    let bc2 = 1.0 - f64::from(h.beta2).powi(h.step as i32);
+    let args = [
+        p.arg(),
+        g.arg(),
+        m.arg(),
+        v.arg(),
+        Arg::U64(n as u64),
+        Arg::F32(h.lr),
+        Arg::F32(h.beta1),
+        Arg::F32(h.beta2),
+        Arg::F32(h.eps),
+        Arg::F32(h.weight_decay),
+        Arg::F32(bc1 as f32),
+        Arg::F32(bc2 as f32),
+    ];
+    dev.launch(&sig::ADAMW_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// SGD step; `momentum_buf` is required when momentum != 0; `first` marks the first step.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd(
+    dev: &Device,
+    p: &mut Buffer<f32>,
+    g: &Buffer<f32>,
+    momentum_buf: Option<&mut Buffer<f32>>,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    first: bool,
+) -> Result<()> {
+    let n = p.len();
+    need("sgd", "g", g, n)?;
+    if momentum != 0.0 && momentum_buf.is_none() {
+        return Err(Error::invalid("sgd", "momentum needs a buffer"));
+    }
+    let args = [
+        p.arg(),
+        g.arg(),
+        opt_arg("sgd", "momentum buffer", momentum_buf.as_deref(), n)?,
+        Arg::U64(n as u64),
+        Arg::F32(lr),
+        Arg::F32(momentum),
+        Arg::F32(weight_decay),
+        Arg::U32(first as u32),
+    ];
+    dev.launch(&sig::SGD_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// f32 -> bf16 (`bf16`) or f16 bits, round to nearest even.
+pub fn cast_to_half(dev: &Device, x: &Buffer<f32>, y: &mut Buffer<u16>, bf16: bool) -> Result<()> {
+    need("cast", "y", y, x.len())?;
+    let k = if bf16 { &sig::CAST_F32_BF16 } else { &sig::CAST_F32_F16 };
+    dev.launch(k, elementwise_grid(x.len()), BLOCK, &[x.arg(), y.arg(), Arg::U64(x.len() as u64)])
+}
+
+/// bf16 (`bf16`) or f16 bits -> f32.
+pub fn cast_from_half(dev: &Device, x: &Buffer<u16>, y: &mut Buffer<f32>, bf16: bool) -> Result<()> {
+    need("cast", "y", y, x.len())?;
+    let k = if bf16 { &sig::CAST_BF16_F32 } else { &sig::CAST_F16_F32 };
+    dev.launch(k, elementwise_grid(x.len()), BLOCK, &[x.arg(), y.arg(), Arg::U64(x.len() as u64)])
+}
