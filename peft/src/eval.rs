@@ -119,14 +119,15 @@ pub fn evaluate(
     for chunk in order.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
         let batch = collate(&refs, task, pad)?;
-        let logits = if batch.items > 0 {
+        let terms = model.loss_terms(task, &batch);
+        let logits = if terms > 0 {
             let (logits, loss) = model.batch_loss(task, &batch)?;
-            loss_sum += loss.to_scalar()? as f64 * batch.items as f64;
+            loss_sum += loss.to_scalar()? as f64 * terms as f64;
             logits
         } else {
             batch_logits(model, &batch)?
         };
-        items += batch.items;
+        items += terms;
         tokens += batch.tokens;
         right += correct(task, &logits, &batch)?;
     }

@@ -44,6 +44,13 @@ pub trait AdapterModel: engine::models::Model {
         0
     }
 
+    /// How many terms the loss of [`AdapterModel::batch_loss`] averages over (the batch's `items`,
+    /// plus what the method's extra positions predict), so that means over several batches weigh
+    /// each term once.
+    fn loss_terms(&self, _task: Task, batch: &Batch) -> usize {
+        batch.items
+    }
+
     /// The logits of a batch (one per real position / per sequence) and the task's training loss on it.
     /// Methods whose extra positions take part in the loss (a soft prompt's last virtual position
     /// predicts the first token of a causal LM) override this.

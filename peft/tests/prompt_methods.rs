@@ -462,3 +462,20 @@ fn merge_refuses_a_prompt_adapter_and_the_example_configs_are_valid() {
         assert_eq!(config.common().modules_to_save, Some(vec!["classifier".to_string(), "score".to_string()]));
     }
 }
+
+#[test]
+fn evaluation_weighs_every_loss_term_once() {
+    // The prompt's last virtual token predicts each row's first token: a term the batch's `items` do
+    // not count. The mean loss must not depend on how examples are batched.
+    use peft::train::data::{Example, Labels};
+    let (m, _) =
+        from_pretrained(&fixtures().join("models/gpt2"), &fixtures().join("adapters/gpt2-prompt_tuning")).unwrap();
+    let examples: Vec<Example> = [vec![5i64, 6, 7], vec![8, 9, 10, 11, 12, 13, 14], vec![20, 21]]
+        .into_iter()
+        .map(|ids| Example { labels: Labels::Tokens(ids.clone()), input_ids: ids, token_type_ids: None })
+        .collect();
+    let one = peft::eval::evaluate(m.as_ref(), Task::CausalLm, &examples, 1, 0).unwrap();
+    let all = peft::eval::evaluate(m.as_ref(), Task::CausalLm, &examples, 3, 0).unwrap();
+    assert_eq!((one.items, all.items), (12, 12), "9 next-token terms + 3 first tokens");
+    assert!((one.loss - all.loss).abs() < 1e-5, "batched {} vs one by one {}", all.loss, one.loss);
+}

@@ -558,6 +558,18 @@ impl AdapterModel for PromptModel {
         self.num_virtual_tokens()
     }
 
+    /// A causal LM's labelled first token is predicted too (by the virtual token before it), unless
+    /// a template puts no virtual token first.
+    fn loss_terms(&self, task: Task, batch: &Batch) -> usize {
+        let leading = self.template().map_or(self.num_virtual_tokens(), |t| t[0]);
+        if task != Task::CausalLm || leading == 0 || batch.labels.rank() != 2 {
+            return batch.items;
+        }
+        let t = batch.labels.shape()[1];
+        let first_labelled = batch.label_values.chunks(t.max(1)).filter(|row| row[0] != IGNORE_INDEX).count();
+        batch.items + first_labelled
+    }
+
     /// A causal LM's loss over the whole sequence, virtual positions included with label -100 (as
     /// PEFT computes it): the last virtual position predicts the first token.
     fn batch_loss(&self, task: Task, batch: &Batch) -> Result<(Tensor, Tensor)> {

@@ -334,15 +334,16 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
             .iter()
             .map(|idx| collate(&idx.iter().map(|&i| &train_set[i]).collect::<Vec<_>>(), task, pad))
             .collect::<Result<_>>()?;
-        let items: usize = batches.iter().map(|b| b.items).sum();
+        let terms: Vec<usize> = batches.iter().map(|b| model.loss_terms(task, b)).collect();
+        let items: usize = terms.iter().sum();
         model.train(true);
         model.set_dropout_seed(config.seed, state.global_step);
         let mut grads = Grads::new();
         let mut step_loss = 0.0f64;
-        for b in batches.iter().filter(|b| b.items > 0) {
+        for (b, &n) in batches.iter().zip(&terms).filter(|(_, &n)| n > 0) {
             // Each micro-batch's mean loss weighted by its share of the step's loss terms: the
             // gradient of the mean over the whole step (= 1/accumulation for equal micro-batches).
-            let w = b.items as f32 / items as f32;
+            let w = n as f32 / items as f32;
             let (_, loss) = model.batch_loss(task, b)?;
             step_loss += loss.to_scalar()? as f64 * w as f64;
             let scaled = if w == 1.0 { loss } else { loss.mul_scalar(w)? };
