@@ -16,6 +16,8 @@ pub mod random;
 pub mod storage;
 pub mod tensor;
 
+#[cfg(feature = "cuda")]
+pub use cuda;
 pub use autograd::{no_grad, no_grad_scope, Grads};
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};

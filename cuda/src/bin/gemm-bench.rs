@@ -42,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.iter().map(|a| parse(a).ok_or_else(|| format!("bad shape {a:?}, want MxNxK"))).collect::<Result<_, _>>()?
     };
     let dev = Device::new(0)?;
+    let (major, minor) = Device::driver_version()?;
+    let (cc_major, cc_minor) = dev.compute_capability()?;
+    eprintln!("{}: compute capability {cc_major}.{cc_minor}, driver CUDA {major}.{minor}", dev.name()?);
     for (m, n, k) in shapes {
         let g = GemmShape::row_major(m, n, k, 1, false, false);
         let flops = 2.0 * (m * n * k) as f64;

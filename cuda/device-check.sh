@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (no network, no Rust toolchain): run from the repository root with
+# target/device-check/ carried over (built by cuda/build-device-check.sh). Prints the driver version
+# and compute capability, runs the GPU tests with REQUIRE_GPU=1 (so a missing GPU fails), then our GEMM
+# bench next to PyTorch's matmul on the same shapes (TF32 off), printing the ratios. Results go to $OUT
+# (the run tool brings that folder back) or bench/results/ when $OUT is unset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=target/device-check
+out="${OUT:-bench/results}"
+mkdir -p "$out"
+log="$out/device-check.log"
+exec > >(tee "$log") 2>&1
+status=0
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv || status=1
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
+
+echo "== GPU tests (REQUIRE_GPU=1)"
+REQUIRE_GPU=1 "$bin/gpu-tests" --test-threads=4 || status=1
+
+echo "== GEMM bench: ours vs torch.matmul"
+shapes="4096x4096x4096 8192x2048x2048 8192x8192x2048 8192x2048x8192 2048x768x3072"
+# shellcheck disable=SC2086
+timeout 240 "$bin/gemm-bench" $shapes | tee "$out/gemm-ours.jsonl" || status=1
+# shellcheck disable=SC2086
+timeout 120 python3 cuda/gemm_compare.py torch $shapes | tee "$out/gemm-torch.jsonl" || status=1
+python3 cuda/gemm_compare.py report "$out/gemm-ours.jsonl" "$out/gemm-torch.jsonl" "$out/cuda-gemm.md" || status=1
+echo "device-check: exit $status"
+exit $status
