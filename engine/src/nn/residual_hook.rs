@@ -117,3 +117,56 @@ impl ResidualHooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    /// Adds a constant to what the model would compute, so that tests can see whether it ran.
+    #[derive(Debug)]
+    struct Shift(f32);
+
+    impl ResidualHook for Shift {
+        fn forward(&self, _: Sublayer, hidden: &Tensor, residual: &Tensor, norm: Option<BlockNorm>) -> Result<Tensor> {
+            default_residual(hidden, residual, norm)?.add_scalar(self.0)
+        }
+    }
+
+    #[test]
+    fn hooks_are_installed_and_removed_per_layer_and_site() {
+        let h = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 2, 2]).unwrap();
+        let r = Tensor::from_vec(vec![0.5f32, -1.0, 2.0, 0.0], &[1, 2, 2]).unwrap();
+        let plain = h.add(&r).unwrap().to_vec_f32().unwrap();
+        let mut hooks = ResidualHooks::default();
+        assert_eq!(hooks.apply(0, Sublayer::Attention, &h, &r, None).unwrap().to_vec_f32().unwrap(), plain);
+        hooks.set(1, Sublayer::FeedForward, Some(Arc::new(Shift(10.0))), 2).unwrap();
+        let shifted: Vec<f32> = plain.iter().map(|x| x + 10.0).collect();
+        assert_eq!(hooks.apply(1, Sublayer::FeedForward, &h, &r, None).unwrap().to_vec_f32().unwrap(), shifted);
+        // other layers and the other site are untouched
+        assert_eq!(hooks.apply(1, Sublayer::Attention, &h, &r, None).unwrap().to_vec_f32().unwrap(), plain);
+        assert_eq!(hooks.apply(0, Sublayer::FeedForward, &h, &r, None).unwrap().to_vec_f32().unwrap(), plain);
+        hooks.set(1, Sublayer::FeedForward, None, 2).unwrap();
+        assert_eq!(hooks.apply(1, Sublayer::FeedForward, &h, &r, None).unwrap().to_vec_f32().unwrap(), plain);
+        let e = hooks.set(2, Sublayer::Attention, Some(Arc::new(Shift(1.0))), 2).unwrap_err();
+        assert!(e.to_string().contains("layer 2 is out of range: the model has 2 layers"), "{e}");
+    }
+
+    #[test]
+    fn the_default_applies_the_blocks_norm_to_the_sum() {
+        let h = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let r = Tensor::from_vec(vec![0.5f32, -1.0, 2.0, 0.0], &[2, 2]).unwrap();
+        let ln = LayerNorm::from_tensors(
+            Some(Tensor::from_vec(vec![2.0f32, 0.5], &[2]).unwrap()),
+            Some(Tensor::zeros(&[2], DType::F32)),
+            1e-5,
+        )
+        .unwrap();
+        let got = default_residual(&h, &r, Some(BlockNorm::Layer(&ln))).unwrap().to_vec_f32().unwrap();
+        // rows of h + r: [1.5, 1.0] and [5.0, 4.0]; each normalizes to [1, -1] (up to eps), times [2, 0.5]
+        let want = [2.0f32, -0.5, 2.0, -0.5];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-3, "{got:?}");
+        }
+    }
+}
