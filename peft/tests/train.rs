@@ -777,19 +777,6 @@ fn bottleneck_adapters_train_and_resume_exactly() {
         assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
         let resumed_losses = train_losses(&resumed);
         assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
-        // a run file whose prompt differs from the checkpoint's is refused
-        config["peft"]["num_virtual_tokens"] = json!(config["peft"]["num_virtual_tokens"].as_u64().unwrap() + 1);
-        if let Some(t) = config["peft"].get_mut("template") {
-            t[0] = json!(t[0].as_u64().unwrap() + 1);
-        }
-        std::fs::write(&run, config.to_string()).unwrap();
-        let other = Overrides {
-            output_dir: Some(dir.path().join("other")),
-            resume_from: Some(ckpt.display().to_string()),
-            ..quiet()
-        };
-        let err = train::run(&run, &other).unwrap_err().to_string();
-        assert!(err.contains("differs from the run file"), "{model}: {err}");
     }
 }
 
