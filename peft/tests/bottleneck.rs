@@ -269,7 +269,11 @@ fn a_trained_head_loads_onto_a_bare_encoder_folder() {
 
 #[test]
 fn the_sentiment_example_configs_are_valid() {
-    for (file, preset_sites) in [("sentiment-houlsby.json", (true, true)), ("sentiment-pfeiffer.json", (false, true))] {
+    for (file, preset_sites) in [
+        ("sentiment-houlsby.json", (true, true)),
+        ("sentiment-pfeiffer.json", (false, true)),
+        ("sentiment-parallel.json", (false, true)),
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
         let c = peft::train::TrainConfig::load(&path).unwrap();
         assert_eq!(c.task, peft::train::Task::SequenceClassification, "{file}");
