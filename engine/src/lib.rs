@@ -16,9 +16,9 @@ pub mod random;
 pub mod storage;
 pub mod tensor;
 
+pub use autograd::{no_grad, no_grad_scope, Grads};
 #[cfg(feature = "cuda")]
 pub use cuda;
-pub use autograd::{no_grad, no_grad_scope, Grads};
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
