@@ -3,7 +3,8 @@
 //! - `dequant`: dequantizing a 4096×4096 matrix, GB/s of f32 output, next to a memcpy of the same
 //!   output size (read + write, the faster of one thread and rayon);
 //! - `qlinear`: forward + backward (input gradient; the weight is frozen in both) of the 4-bit Linear
-//!   next to the f32 Linear of the same shape, on the LLaMA shapes of the train-step benchmark.
+//!   next to the f32 Linear of the same shape, on the LLaMA shapes of the train-step benchmark
+//!   (runs alternate, best of 15 each).
 use engine::nn::Linear;
 use engine::quant::bnb4::{Bnb4bit, QuantType};
 use engine::quant::PackedMatrix;
@@ -74,8 +75,14 @@ pub fn run_qlinear(_args: &[String]) -> Result<(), String> {
             std::hint::black_box(grads.get(&x).ok_or("no input gradient")?);
             Ok(())
         };
-        let t_f32 = median_time(9, || step(&dense))?;
-        let t_q = median_time(9, || step(&packed))?;
+        // Alternating runs, best of each: on a shared machine the two see the same interference.
+        let (mut t_f32, mut t_q) = (f64::INFINITY, f64::INFINITY);
+        step(&dense)?;
+        step(&packed)?;
+        for _ in 0..15 {
+            t_f32 = t_f32.min(median_time(1, || step(&dense))?);
+            t_q = t_q.min(median_time(1, || step(&packed))?);
+        }
         println!(
             "{}",
             json!({"bench":"qlinear","tokens":tokens,"in":in_f,"out":out_f,"type":q.type_name(),
