@@ -400,3 +400,67 @@ fn malformed_files_give_clear_errors() {
     b.kv("general.alignment", 4, &24u32.to_le_bytes());
     assert!(open_err(&b.bytes()).contains("power of two"));
 }
+
+fn str_value(s: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    string(&mut v, s);
+    v
+}
+
+fn str_array(items: &[&str]) -> Vec<u8> {
+    let mut v = 8u32.to_le_bytes().to_vec();
+    v.extend((items.len() as u64).to_le_bytes());
+    for s in items {
+        string(&mut v, s);
+    }
+    v
+}
+
+fn u32_array(items: &[u32]) -> Vec<u8> {
+    let mut v = 5u32.to_le_bytes().to_vec();
+    v.extend((items.len() as u64).to_le_bytes());
+    for x in items {
+        v.extend(x.to_le_bytes());
+    }
+    v
+}
+
+/// A vocabulary-only GGUF: byte-level BPE (`Ġ` is the space byte), BOS `<s>` = 0 (control).
+fn tokenizer_file(pre: &str, add_bos: bool, model: &str) -> TempFile {
+    let tokens = ["<s>", "</s>", "a", "b", "ab", "Ġ", "Ġa", "1", "2", "12"];
+    let mut b = Builder::new();
+    b.kv("tokenizer.ggml.model", 8, &str_value(model))
+        .kv("tokenizer.ggml.pre", 8, &str_value(pre))
+        .kv("tokenizer.ggml.tokens", 9, &str_array(&tokens))
+        .kv("tokenizer.ggml.token_type", 9, &u32_array(&[3, 3, 1, 1, 1, 1, 1, 1, 1, 1]))
+        .kv("tokenizer.ggml.merges", 9, &str_array(&["a b", "Ġ a", "1 2"]))
+        .kv("tokenizer.ggml.bos_token_id", 4, &0u32.to_le_bytes())
+        .kv("tokenizer.ggml.add_bos_token", 7, &[add_bos as u8]);
+    TempFile::new(&b.bytes())
+}
+
+#[test]
+fn tokenizer_from_metadata() {
+    use engine::models::tokenizer::Tokenizer;
+    // smollm: each digit apart before BPE, so the merge `1 2` never applies; BOS in front.
+    let f = tokenizer_file("smollm", true, "gpt2");
+    let tok =
+        Tokenizer::from_bytes(GgufFile::open(&f.0).unwrap().tokenizer_json().unwrap().to_string().as_bytes(), &f.0)
+            .unwrap();
+    assert_eq!(tok.encode("ab a12", true).unwrap(), vec![0, 4, 6, 7, 8]);
+    assert_eq!(tok.encode("ab a12", false).unwrap(), vec![4, 6, 7, 8]);
+    assert_eq!(tok.encode("<s>ab", false).unwrap(), vec![0, 4]);
+    assert_eq!(tok.decode(&[0, 4, 6, 7, 8], true).unwrap(), "ab a12");
+    // GPT-2's regex alone keeps "12" together, and the merge applies; no BOS when add_bos is false.
+    let f = tokenizer_file("gpt-2", false, "gpt2");
+    let file = GgufFile::open(&f.0).unwrap();
+    let tok = Tokenizer::from_bytes(file.tokenizer_json().unwrap().to_string().as_bytes(), &f.0).unwrap();
+    assert_eq!(tok.encode("ab a12", true).unwrap(), vec![4, 6, 9]);
+    // What is not supported says so.
+    let f = tokenizer_file("llama3", false, "gpt2");
+    let e = GgufFile::open(&f.0).unwrap().tokenizer_json().unwrap_err().to_string();
+    assert!(e.contains("tokenizer.ggml.pre `llama3` is not supported"), "{e}");
+    let f = tokenizer_file("default", false, "llama");
+    let e = GgufFile::open(&f.0).unwrap().tokenizer_json().unwrap_err().to_string();
+    assert!(e.contains("tokenizer.ggml.model `llama` is not supported"), "{e}");
+}
