@@ -122,6 +122,7 @@ mod tests {
         assert!(e.contains("reads A up to element 24, buffer has 23"), "{e}");
         let big = GemmShape::row_major(300, 129, 1, 1, false, false);
         assert_eq!(big.check("gemm", 300, 129, 300 * 129).unwrap(), [2, 3, 1]);
+        assert_eq!(GemmShape::row_major(0, 5, 4, 1, false, false).check("gemm", 0, 20, 0).unwrap(), [1, 0, 1]);
         let mut overflow = g;
         overflow.a_batch = usize::MAX;
         assert!(overflow.check("gemm", usize::MAX, 40, 30).unwrap_err().to_string().contains("overflow"));

@@ -56,6 +56,9 @@ fn gemm_args<A: Element>(a: &Buffer<A>, b: &Buffer<A>, c: &Buffer<f32>, g: &Gemm
 /// f32 GEMM on the SIMT cores.
 pub fn gemm_f32(dev: &Device, a: &Buffer<f32>, b: &Buffer<f32>, c: &mut Buffer<f32>, g: &GemmShape) -> Result<()> {
     let grid = g.check("gemm_f32", a.len(), b.len(), c.len())?;
+    if grid.contains(&0) {
+        return Ok(()); // an empty C: nothing to write (a zero-sized grid is a launch error)
+    }
     dev.launch(&sig::GEMM_F32, grid, BLOCK, &gemm_args(a, b, c, g))
 }
 
@@ -69,6 +72,9 @@ pub fn gemm_half(
     bf16: bool,
 ) -> Result<()> {
     let grid = g.check("gemm_half", a.len(), b.len(), c.len())?;
+    if grid.contains(&0) {
+        return Ok(());
+    }
     let kernel = if bf16 { &sig::GEMM_BF16 } else { &sig::GEMM_F16 };
     dev.launch(kernel, grid, BLOCK, &gemm_args(a, b, c, g))
 }

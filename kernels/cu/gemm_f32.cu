@@ -21,25 +21,31 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(GEMM_PARAMS(float)) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-  // Each thread loads 4 elements of each tile: tile element e = tid + 256 * l, as (row e % 128, k e / 128):
-  // consecutive threads read consecutive rows (coalesced for a column-major operand, cached otherwise).
+  // Each thread loads 4 elements of each tile: tile element e = tid + 256 * l. Consecutive threads take
+  // consecutive addresses when they can: along k for an operand whose k stride is 1 (row-major A,
+  // column-major B), along m / n otherwise. Both orders cover the same tile; the branch is uniform.
+  const bool a_k_fast = a_k == 1, b_k_fast = b_k == 1;
   float ra[4], rb[4];
   auto load = [&](u32 k0) {
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
-      u32 e = tid + 256 * l, r = e & (BM - 1), kk = e >> 7;
+      u32 e = tid + 256 * l;
+      u32 r = a_k_fast ? e >> 3 : e & (BM - 1), kk = a_k_fast ? e & (BK - 1) : e >> 7;
       u32 gm = row0 + r, gk = k0 + kk;
       ra[l] = (gm < m && gk < k) ? a[(i64)gm * a_m + (i64)gk * a_k] : 0.0f;
-      u32 gn = col0 + r;
-      rb[l] = (gn < n && gk < k) ? b[(i64)gk * b_k + (i64)gn * b_n] : 0.0f;
+      u32 c = b_k_fast ? e >> 3 : e & (BN - 1), kb = b_k_fast ? e & (BK - 1) : e >> 7;
+      u32 gn = col0 + c, gkb = k0 + kb;
+      rb[l] = (gn < n && gkb < k) ? b[(i64)gkb * b_k + (i64)gn * b_n] : 0.0f;
     }
   };
   auto stash = [&](int buf) {
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
       u32 e = tid + 256 * l;
-      as[buf][e >> 7][e & (BM - 1)] = ra[l];
-      bs[buf][e >> 7][e & (BN - 1)] = rb[l];
+      if (a_k_fast) as[buf][e & (BK - 1)][e >> 3] = ra[l];
+      else as[buf][e >> 7][e & (BM - 1)] = ra[l];
+      if (b_k_fast) bs[buf][e & (BK - 1)][e >> 3] = rb[l];
+      else bs[buf][e >> 7][e & (BN - 1)] = rb[l];
     }
   };
 

@@ -51,15 +51,21 @@ __device__ __forceinline__ void gemm_mma(GEMM_PARAMS(u16)) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
+  const bool a_k_fast = a_k == 1, b_k_fast = b_k == 1;
   for (u32 k0 = 0; k0 < k; k0 += BK) {
-    // 128x32 halves per operand = 16 per thread; element e = tid + 256 * l as (row e / 32, k e % 32):
-    // consecutive threads walk k, which is contiguous for a row-major A / column-major B.
-#pragma unroll
+    // 128x32 halves per operand = 16 per thread, element e = tid + 256 * l. Consecutive threads take
+    // consecutive addresses: along k (row e / 32, k e % 32) for an operand whose k stride is 1 (row-major
+    // A, column-major B), else along m / n (row e % 128, k e / 128). Same tile either way; uniform branch.
+    // Unrolled by 4 only: a full unroll hoists all 32 loads and spills.
+#pragma unroll 4
     for (int l = 0; l < 16; ++l) {
-      u32 e = tid + 256 * l, r = e >> 5, kk = e & 31;
-      u32 gk = k0 + kk, gm = row0 + r, gn = col0 + r;
+      u32 e = tid + 256 * l;
+      u32 r = a_k_fast ? e >> 5 : e & (BM - 1), kk = a_k_fast ? e & (BK - 1) : e >> 7;
+      u32 gm = row0 + r, gk = k0 + kk;
       as[r][kk] = (gm < m && gk < k) ? a[(i64)gm * a_m + (i64)gk * a_k] : (u16)0;
-      bs[r][kk] = (gn < n && gk < k) ? b[(i64)gk * b_k + (i64)gn * b_n] : (u16)0;
+      u32 c = b_k_fast ? e >> 5 : e & (BN - 1), kb = b_k_fast ? e & (BK - 1) : e >> 7;
+      u32 gn = col0 + c, gkb = k0 + kb;
+      bs[c][kb] = (gn < n && gkb < k) ? b[(i64)gkb * b_k + (i64)gn * b_n] : (u16)0;
     }
     __syncthreads();
 #pragma unroll

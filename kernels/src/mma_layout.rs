@@ -1,6 +1,6 @@
 //! CPU replay of `gemm_mma.cu`'s index math (not its arithmetic precision): shared-memory staging,
 //! per-lane fragment loads, the mma.m16n8k16 operand/result layouts of the PTX ISA, and the stores, for
-//! one launch grid on a shape that is no tile multiple, with a transposed A. If a fragment offset in the
+//! one launch grid on a shape that is no tile multiple, for every transpose combination. If a fragment offset in the
 //! kernel were wrong (a swapped register, a wrong +8), this would disagree with the naive product.
 //! The layouts below are written from the ISA's fragment tables, independently of the kernel's loads.
 
@@ -56,13 +56,17 @@ fn block(g: &Gemm, c: &mut [f32], bx: usize, by: usize) {
     while k0 < g.k {
         let mut as_ = vec![0f32; BM * LDS];
         let mut bs = vec![0f32; BN * LDS];
+        // The kernel's two load orders: along k when the operand's k stride is 1, else along m / n.
+        let split = |e: usize, k_fast: bool| if k_fast { (e >> 5, e & (BK - 1)) } else { (e & (BM - 1), e >> 7) };
         for tid in 0..256 {
             for l in 0..16 {
                 let e = tid + 256 * l;
-                let (r, kk) = (e >> 5, e & 31);
-                let (gk, gm, gn) = (k0 + kk, row0 + r, col0 + r);
+                let (r, kk) = split(e, g.a_k == 1);
+                let (gm, gk) = (row0 + r, k0 + kk);
                 as_[r * LDS + kk] = if gm < g.m && gk < g.k { g.a[gm * g.a_m + gk * g.a_k] } else { 0.0 };
-                bs[r * LDS + kk] = if gn < g.n && gk < g.k { g.b[gk * g.b_k + gn * g.b_n] } else { 0.0 };
+                let (c, kb) = split(e, g.b_k == 1);
+                let (gn, gkb) = (col0 + c, k0 + kb);
+                bs[c * LDS + kb] = if gn < g.n && gkb < g.k { g.b[gkb * g.b_k + gn * g.b_n] } else { 0.0 };
             }
         }
         for warp in 0..8 {
@@ -120,20 +124,24 @@ fn mma_fragment_index_math_reproduces_a_naive_gemm() {
     // Small integers keep every product and sum exact in f32, so the comparison is equality.
     let (m, n, k) = (131, 137, 45);
     let val = |i: usize, s: usize| ((i * 7 + s * 13) % 11) as f32 - 5.0;
-    // A is stored transposed ([k][m]: a_m = 1, a_k = m); B row-major [k][n].
-    let a: Vec<f32> = (0..m * k).map(|i| val(i, 1)).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| val(i, 2)).collect();
-    let g = Gemm { a: &a, b: &b, m, n, k, a_m: 1, a_k: m, b_k: n, b_n: 1 };
-    let mut c = vec![f32::NAN; m * n];
-    for by in 0..m.div_ceil(BM) {
-        for bx in 0..n.div_ceil(BN) {
-            block(&g, &mut c, bx, by);
+    // Every transpose combination: A stored [m][k] or [k][m], B stored [k][n] or [n][k].
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a: Vec<f32> = (0..m * k).map(|i| val(i, 1)).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| val(i, 2)).collect();
+        let (a_m, a_k) = if ta { (1, m) } else { (k, 1) };
+        let (b_k, b_n) = if tb { (1, k) } else { (n, 1) };
+        let g = Gemm { a: &a, b: &b, m, n, k, a_m, a_k, b_k, b_n };
+        let mut c = vec![f32::NAN; m * n];
+        for by in 0..m.div_ceil(BM) {
+            for bx in 0..n.div_ceil(BN) {
+                block(&g, &mut c, bx, by);
+            }
         }
-    }
-    for i in 0..m {
-        for j in 0..n {
-            let want: f32 = (0..k).map(|p| a[p * m + i] * b[p * n + j]).sum();
-            assert_eq!(c[i * n + j], want, "C[{i}][{j}]");
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| a[i * a_m + p * a_k] * b[p * b_k + j * b_n]).sum();
+                assert_eq!(c[i * n + j], want, "C[{i}][{j}] ta={ta} tb={tb}");
+            }
         }
     }
 }
