@@ -5,7 +5,7 @@
 // positions) that every query sees. A fully masked row gets zeros, not NaN.
 #include "common.cuh"
 
-extern "C" __global__ void attention_softmax_f32(float* __restrict__ scores, const unsigned char* __restrict__ key_valid,
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_f32(float* __restrict__ scores, const unsigned char* __restrict__ key_valid,
                                                  u32 batch, u32 heads, u32 q_len, u32 k_len, u32 causal) {
   __shared__ float scratch[32];
   u32 row = blockIdx.x;

@@ -5,7 +5,7 @@
 
 // rms != 0: y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps) (no mean, no bias);
 // else y = (x - mean) * rstd * w + b. w and b may be null (no affine).
-extern "C" __global__ void norm_f32(const float* __restrict__ x, const float* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(1024) norm_f32(const float* __restrict__ x, const float* __restrict__ w,
                                     const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean_out,
                                     float* __restrict__ rstd_out, u32 rows, u32 cols, float eps, u32 rms) {
   __shared__ float scratch[32];
@@ -36,7 +36,7 @@ extern "C" __global__ void norm_f32(const float* __restrict__ x, const float* __
 
 // dxhat = dy * w; layer norm: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat));
 // rms norm: dx = rstd * (dxhat - xhat * mean(dxhat * xhat)). dw += dy * xhat, db += dy (if non-null).
-extern "C" __global__ void norm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(1024) norm_bwd_f32(const float* __restrict__ x, const float* __restrict__ w,
                                         const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
                                         const float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dw,
                                         float* __restrict__ db, u32 rows, u32 cols, u32 rms) {

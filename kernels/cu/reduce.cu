@@ -6,7 +6,7 @@
 // Reduce op codes (keep in sync with kernels::ops::Reduce).
 enum { R_SUM, R_MAX, R_MEAN };
 
-extern "C" __global__ void reduce_last_f32(const float* __restrict__ x, float* __restrict__ y, u32 rows, u32 len,
+extern "C" __global__ void __launch_bounds__(1024) reduce_last_f32(const float* __restrict__ x, float* __restrict__ y, u32 rows, u32 len,
                                            u32 op) {
   __shared__ float scratch[32];
   u32 row = blockIdx.x;

@@ -1,8 +1,9 @@
+// Row kernels are bounded to 1024 threads (cuda::geometry::row_block picks up to that many).
 // Row softmax / log-softmax over the last dim (one block per row), their backward, and the fused
 // cross-entropy (log-softmax + NLL) with ignore_index rows skipped, as the engine's loss does.
 #include "common.cuh"
 
-extern "C" __global__ void softmax_f32(const float* __restrict__ x, float* __restrict__ y, u32 rows, u32 cols,
+extern "C" __global__ void __launch_bounds__(1024) softmax_f32(const float* __restrict__ x, float* __restrict__ y, u32 rows, u32 cols,
                                        u32 log) {
   __shared__ float scratch[32];
   u32 row = blockIdx.x;
@@ -21,7 +22,7 @@ extern "C" __global__ void softmax_f32(const float* __restrict__ x, float* __res
 }
 
 // softmax: dx = y * (dy - sum(dy * y)); log-softmax: dx = dy - exp(y) * sum(dy).
-extern "C" __global__ void softmax_bwd_f32(const float* __restrict__ y, const float* __restrict__ dy,
+extern "C" __global__ void __launch_bounds__(1024) softmax_bwd_f32(const float* __restrict__ y, const float* __restrict__ dy,
                                            float* __restrict__ dx, u32 rows, u32 cols, u32 log) {
   __shared__ float scratch[32];
   u32 row = blockIdx.x;
@@ -39,7 +40,7 @@ extern "C" __global__ void softmax_bwd_f32(const float* __restrict__ y, const fl
 // Per-row loss: loss[row] = logsumexp(x[row]) - x[row][target], 0 where target == ignore_index. Also writes
 // the row's logsumexp for the backward. Targets outside [0, cols) that are not ignore_index give NaN (the
 // host validates targets before launching; NaN makes a missed check visible instead of reading out of range).
-extern "C" __global__ void cross_entropy_f32(const float* __restrict__ x, const int* __restrict__ target,
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(const float* __restrict__ x, const int* __restrict__ target,
                                              float* __restrict__ loss, float* __restrict__ lse_out, u32 rows,
                                              u32 cols, int ignore_index) {
   __shared__ float scratch[32];
@@ -58,7 +59,7 @@ extern "C" __global__ void cross_entropy_f32(const float* __restrict__ x, const 
 }
 
 // dx[row][i] = scale * (softmax(x)[i] - [i == target]); rows with ignore_index get 0. scale = dloss / count.
-extern "C" __global__ void cross_entropy_bwd_f32(const float* __restrict__ x, const int* __restrict__ target,
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_f32(const float* __restrict__ x, const int* __restrict__ target,
                                                  const float* __restrict__ lse, float* __restrict__ dx, u32 rows,
                                                  u32 cols, int ignore_index, float scale) {
   u32 row = blockIdx.x;
