@@ -425,10 +425,9 @@ fn u32_array(items: &[u32]) -> Vec<u8> {
     v
 }
 
-/// A vocabulary-only GGUF: byte-level BPE (`Ġ` is the space byte), BOS `<s>` = 0 (control).
-fn tokenizer_file(pre: &str, add_bos: bool, model: &str) -> TempFile {
+/// Tokenizer metadata: byte-level BPE (`Ġ` is the space byte), BOS `<s>` = 0 (control).
+fn tokenizer_metadata(b: &mut Builder, pre: &str, add_bos: bool, model: &str) {
     let tokens = ["<s>", "</s>", "a", "b", "ab", "Ġ", "Ġa", "1", "2", "12"];
-    let mut b = Builder::new();
     b.kv("tokenizer.ggml.model", 8, &str_value(model))
         .kv("tokenizer.ggml.pre", 8, &str_value(pre))
         .kv("tokenizer.ggml.tokens", 9, &str_array(&tokens))
@@ -436,6 +435,12 @@ fn tokenizer_file(pre: &str, add_bos: bool, model: &str) -> TempFile {
         .kv("tokenizer.ggml.merges", 9, &str_array(&["a b", "Ġ a", "1 2"]))
         .kv("tokenizer.ggml.bos_token_id", 4, &0u32.to_le_bytes())
         .kv("tokenizer.ggml.add_bos_token", 7, &[add_bos as u8]);
+}
+
+/// A vocabulary-only GGUF with [`tokenizer_metadata`].
+fn tokenizer_file(pre: &str, add_bos: bool, model: &str) -> TempFile {
+    let mut b = Builder::new();
+    tokenizer_metadata(&mut b, pre, add_bos, model);
     TempFile::new(&b.bytes())
 }
 
@@ -463,4 +468,95 @@ fn tokenizer_from_metadata() {
     let f = tokenizer_file("default", false, "llama");
     let e = GgufFile::open(&f.0).unwrap().tokenizer_json().unwrap_err().to_string();
     assert!(e.contains("tokenizer.ggml.model `llama` is not supported"), "{e}");
+}
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG), so the tiny model needs no random crate.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Q8_0 blocks of `n` values: d = 1/64, quants from the values.
+fn q8_0_blocks(n: usize, seed: u64) -> Vec<u8> {
+    let v = values(n, seed);
+    let mut out = Vec::new();
+    for block in v.chunks(32) {
+        out.extend(h(1.0 / 64.0));
+        out.extend(block.iter().map(|x| ((x * 64.0) as i32).clamp(-127, 127) as i8 as u8));
+    }
+    out
+}
+
+/// A one-layer LLaMA GGUF (hidden 32, 2 heads of 16, 1 key/value head, MLP 64, the tokenizer of
+/// `tokenizer_file`): F32 embedding and norms, Q8_0 projections.
+fn tiny_llama() -> TempFile {
+    let mut b = Builder::new();
+    tokenizer_metadata(&mut b, "smollm", false, "gpt2");
+    b.kv("general.architecture", 8, &str_value("llama"))
+        .kv("llama.block_count", 4, &1u32.to_le_bytes())
+        .kv("llama.context_length", 4, &64u32.to_le_bytes())
+        .kv("llama.embedding_length", 4, &32u32.to_le_bytes())
+        .kv("llama.feed_forward_length", 4, &64u32.to_le_bytes())
+        .kv("llama.attention.head_count", 4, &2u32.to_le_bytes())
+        .kv("llama.attention.head_count_kv", 4, &1u32.to_le_bytes())
+        .kv("llama.rope.freq_base", 6, &10000f32.to_le_bytes())
+        .kv("llama.attention.layer_norm_rms_epsilon", 6, &1e-5f32.to_le_bytes())
+        .kv("llama.rope.dimension_count", 4, &16u32.to_le_bytes());
+    let f32s = |n: usize, seed: u64| -> Vec<u8> { values(n, seed).iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let norm = |n: usize, seed: u64| -> Vec<u8> {
+        values(n, seed).iter().flat_map(|v| (1.0 + 0.2 * v).to_le_bytes()).collect()
+    };
+    b.tensor("token_embd.weight", &[32, 10], 0, &f32s(320, 1))
+        .tensor("blk.0.attn_norm.weight", &[32], 0, &norm(32, 2))
+        .tensor("blk.0.attn_q.weight", &[32, 32], 8, &q8_0_blocks(32 * 32, 3))
+        .tensor("blk.0.attn_k.weight", &[32, 16], 8, &q8_0_blocks(32 * 16, 4))
+        .tensor("blk.0.attn_v.weight", &[32, 16], 8, &q8_0_blocks(32 * 16, 5))
+        .tensor("blk.0.attn_output.weight", &[32, 32], 8, &q8_0_blocks(32 * 32, 6))
+        .tensor("blk.0.ffn_norm.weight", &[32], 0, &norm(32, 7))
+        .tensor("blk.0.ffn_gate.weight", &[32, 64], 8, &q8_0_blocks(32 * 64, 8))
+        .tensor("blk.0.ffn_up.weight", &[32, 64], 8, &q8_0_blocks(32 * 64, 9))
+        .tensor("blk.0.ffn_down.weight", &[64, 32], 8, &q8_0_blocks(64 * 32, 10))
+        .tensor("output_norm.weight", &[32], 0, &norm(32, 11));
+    TempFile::new(&b.bytes())
+}
+
+fn last_logits(model: &dyn engine::models::Model) -> Vec<f32> {
+    let ids = Tensor::from_vec(vec![2i64, 4, 6, 7, 8, 9], &[1, 6]).unwrap();
+    let input = engine::models::ForwardInput { input_ids: Some(&ids), ..Default::default() };
+    model.forward(&input, None).unwrap().logits.unwrap().to_vec::<f32>().unwrap()
+}
+
+/// A hand-made LLaMA GGUF loads dense and packed to the same model, and saved as a Hugging Face
+/// folder (weights, config, the file's tokenizer) it loads back to the same logits.
+#[test]
+fn tiny_llama_dense_packed_and_saved_folder_agree() {
+    use engine::models::{load, save_pretrained, tokenizer::Tokenizer};
+    let f = tiny_llama();
+    let dense = load(&f.0).unwrap();
+    let c = dense.config();
+    assert_eq!(
+        (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size),
+        (1, 32, 2, 1, 16, 10)
+    );
+    assert!(c.tie_word_embeddings);
+    let want = last_logits(dense.as_ref());
+    let packed = engine::io::gguf::llama::load_llama_packed(&f.0).unwrap();
+    assert_close(&last_logits(packed.as_ref()), &want, "packed vs dense");
+
+    let dir = std::env::temp_dir().join(format!("engine-gguf-saved-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    save_pretrained(dense.as_ref(), &dir, Some(&f.0)).unwrap();
+    let saved = load(&dir).unwrap();
+    assert_close(&last_logits(saved.as_ref()), &want, "saved folder vs GGUF");
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(tok.encode("ab a12", true).unwrap(), Tokenizer::from_dir(&f.0).unwrap().encode("ab a12", true).unwrap());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(config["bos_token"], "<s>");
+    std::fs::remove_dir_all(&dir).ok();
 }

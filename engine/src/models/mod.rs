@@ -192,7 +192,8 @@ pub fn load_as(
 
 /// Writes a model as a Hugging Face folder (`config.json` with its architecture and label count,
 /// `model.safetensors`), so that transformers' `from_pretrained` loads it. Files are written
-/// atomically; other files of `source_dir` (tokenizer, generation config) are copied along.
+/// atomically; other files of `source_dir` (tokenizer, generation config) are copied along (from a
+/// `.gguf` source: its tokenizer, written as `tokenizer.json` and `tokenizer_config.json`).
 pub fn save_pretrained(model: &dyn Model, dir: impl AsRef<Path>, source_dir: Option<&Path>) -> Result<()> {
     let tensors: Vec<(String, Tensor)> =
         model.named_parameters().into_iter().map(|(n, t)| Ok((n, t.detach().contiguous()?))).collect::<Result<_>>()?;
@@ -233,7 +234,9 @@ pub fn save_pretrained_tensors(
     }
     let json = serde_json::to_vec_pretty(&raw).map_err(|e| Error::invalid("save_pretrained", e.to_string()))?;
     crate::io::safetensors::write_atomic(&dir.join("config.json"), &json)?;
-    if let Some(src) = source_dir {
+    if let Some(src) = source_dir.filter(|s| crate::io::gguf::is_gguf(s)) {
+        write_gguf_tokenizer(src, dir)?;
+    } else if let Some(src) = source_dir {
         for name in [
             "tokenizer.json",
             "tokenizer_config.json",
@@ -250,6 +253,36 @@ pub fn save_pretrained_tensors(
         }
     }
     Ok(())
+}
+
+/// The tokenizer a `.gguf` file stores, as `tokenizer.json` + `tokenizer_config.json` (BOS/EOS,
+/// chat template) in `dir`, so the folder saved from a GGUF model is complete.
+fn write_gguf_tokenizer(gguf: &Path, dir: &Path) -> Result<()> {
+    let file = crate::io::gguf::GgufFile::open(gguf)?;
+    let json = |v: &serde_json::Value| {
+        serde_json::to_vec_pretty(v).map_err(|e| Error::invalid("save_pretrained", e.to_string()))
+    };
+    let tokenizer = file.tokenizer_json()?;
+    crate::io::safetensors::write_atomic(&dir.join("tokenizer.json"), &json(&tokenizer)?)?;
+    let token = |key: &str| {
+        let id = file.get(key).and_then(crate::io::gguf::GgufValue::as_u64)?;
+        let vocab = tokenizer["model"]["vocab"].as_object()?;
+        vocab.iter().find(|(_, v)| v.as_u64() == Some(id)).map(|(k, _)| k.clone())
+    };
+    let mut config = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast"});
+    for (key, name) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token"),
+        ("tokenizer.ggml.eos_token_id", "eos_token"),
+        ("tokenizer.ggml.padding_token_id", "pad_token"),
+    ] {
+        if let Some(t) = token(key) {
+            config[name] = serde_json::json!(t);
+        }
+    }
+    if let Some(t) = file.chat_template() {
+        config["chat_template"] = serde_json::json!(t);
+    }
+    crate::io::safetensors::write_atomic(&dir.join("tokenizer_config.json"), &json(&config)?)
 }
 
 /// The `[batch, seq]` shape of an input, from the ids or the embeddings.
