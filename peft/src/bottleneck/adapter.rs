@@ -9,6 +9,7 @@
 //! `norm(· + r)`.
 use super::config::{BnConfig, InitWeights, ResidualBeforeLn, Scaling};
 use crate::lora::DropoutClock;
+use engine::nn::residual_hook::default_residual;
 use engine::nn::{BlockNorm, LayerNorm, Linear, Module, ResidualHook, Sublayer};
 use engine::{DType, Error, Result, Tensor};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -333,14 +334,6 @@ impl AdapterSite {
         Ok(up)
     }
 
-    fn block_residual(hidden: Tensor, residual: &Tensor, norm: Option<BlockNorm>) -> Result<Tensor> {
-        let sum = hidden.add(residual)?;
-        match norm {
-            Some(n) => n.forward(&sum),
-            None => Ok(sum),
-        }
-    }
-
     fn sequential(&self, hidden: &Tensor, residual: &Tensor, norm: Option<BlockNorm>) -> Result<Tensor> {
         let f = &self.flags;
         let mut own_residual = match f.residual_before_ln {
@@ -378,7 +371,7 @@ impl AdapterSite {
             out = out.add(&own_residual)?;
         }
         if f.original_ln_after {
-            out = AdapterSite::block_residual(out, residual, norm)?;
+            out = default_residual(&out, residual, norm)?;
         }
         Ok(out)
     }
@@ -390,7 +383,7 @@ impl AdapterSite {
         }
         out = out.add(hidden)?;
         if self.flags.original_ln_after {
-            out = AdapterSite::block_residual(out, residual, norm)?;
+            out = default_residual(&out, residual, norm)?;
         }
         Ok(out)
     }
@@ -399,7 +392,7 @@ impl AdapterSite {
 impl ResidualHook for AdapterSite {
     fn forward(&self, _site: Sublayer, hidden: &Tensor, residual: &Tensor, norm: Option<BlockNorm>) -> Result<Tensor> {
         if !self.enabled.load(Ordering::Relaxed) {
-            return engine::nn::residual_hook::default_residual(hidden, residual, norm);
+            return default_residual(hidden, residual, norm);
         }
         if self.flags.parallel {
             self.parallel(hidden, residual, norm)
