@@ -5,7 +5,7 @@ use super::config::BottleneckSpec;
 use super::files;
 use crate::lora::DropoutClock;
 use engine::models::{Architecture, ForwardInput, KvCache, Model, ModelConfig, ModelOutput};
-use engine::nn::{HookedLinear, ResidualHook, Sublayer};
+use engine::nn::{ResidualHook, Sublayer};
 use engine::{Error, Result, Tensor};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -261,26 +261,9 @@ impl BottleneckModel {
 }
 
 impl Model for BottleneckModel {
-    fn config(&self) -> &ModelConfig {
-        self.base.config()
-    }
+    crate::method::forward_model_to_base!();
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
         self.base.forward(input, cache)
-    }
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
-        self.base.embed_tokens(ids)
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.base.named_parameters()
-    }
-    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
-        self.base.visit_parameters(f)
-    }
-    fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
-        self.base.visit_linears(f)
-    }
-    fn head_paths(&self) -> Vec<String> {
-        self.base.head_paths()
     }
     fn set_residual_hook(&mut self, layer: usize, site: Sublayer, hook: Option<Arc<dyn ResidualHook>>) -> Result<()> {
         self.base.set_residual_hook(layer, site, hook)
