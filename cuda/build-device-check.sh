@@ -2,7 +2,7 @@
 # Builds, on a machine with a Rust toolchain (no GPU needed), what cuda/device-check.sh runs on a GPU
 # machine that has no toolchain: the GPU test binary and the GEMM bench, linked against the stub driver
 # (their NEEDED entry is libcuda.so.1, which the GPU machine's real driver provides). Output:
-# target/device-check/{gpu-tests,gemm-bench}. Then, from a session that has a GPU lent:
+# target/device-check/{gpu-tests,engine-cuda-tests,gemm-bench}. Then, from a session that has a GPU lent:
 #   run(command="cuda/device-check.sh", carry=["target/device-check"], timeout_s=420)
 # and copy the returned $OUT/cuda-gemm.md and $OUT/device-check.log into bench/results/.
 set -euo pipefail
@@ -14,12 +14,18 @@ mkdir -p "$out"
 export CUDA_LIBRARY_PATH="$stub"
 cargo build --release -p cuda --features driver --bin gemm-bench
 cp target/release/gemm-bench "$out/gemm-bench"
-test_bin="$(cargo test --release -p cuda --features driver --test gpu --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
+# The path of a test binary that `cargo test --no-run` builds: the executable of its artifact message.
+test_binary() {
+  cargo test --release "$@" --no-run --message-format=json 2>/dev/null | python3 -c 'import json, sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')"
-[[ -n "$test_bin" ]] || { echo "could not find the gpu test binary" >&2; exit 1; }
-cp "$test_bin" "$out/gpu-tests"
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])'
+}
+bin="$(test_binary -p cuda --features driver --test gpu)"
+[[ -n "$bin" ]] || { echo "could not build the cuda gpu tests" >&2; exit 1; }
+cp "$bin" "$out/gpu-tests"
+bin="$(test_binary -p engine --features cuda --test cuda_backend)"
+[[ -n "$bin" ]] || { echo "could not build the engine cuda_backend tests" >&2; exit 1; }
+cp "$bin" "$out/engine-cuda-tests"
 ls -la "$out"

@@ -19,6 +19,7 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 
 echo "== GPU tests (REQUIRE_GPU=1)"
 REQUIRE_GPU=1 "$bin/gpu-tests" --test-threads=4 || status=1
+REQUIRE_GPU=1 "$bin/engine-cuda-tests" --test-threads=4 || status=1
 
 echo "== GEMM bench: ours vs torch.matmul"
 shapes="4096x4096x4096 8192x2048x2048 8192x8192x2048 8192x2048x8192 2048x768x3072"

@@ -17,6 +17,8 @@ pub mod ops;
 pub use args::Arg;
 pub use error::{Error, Result};
 pub use geometry::GemmShape;
+/// The kernel tables and op codes the launchers take (e.g. `cuda::kernels::ops::Unary`).
+pub use kernels;
 
 #[cfg(feature = "driver")]
 pub use driver::{Buffer, Device, Element};
