@@ -153,6 +153,8 @@ pub struct EvalOptions {
     pub batch_size: Option<usize>,
     /// Default: the model's `max_position_embeddings`, at most 512.
     pub max_seq_length: Option<usize>,
+    /// Quantize the base to 4 bits while loading, as the adapter was trained (QLoRA).
+    pub load_in_4bit: Option<engine::quant::Bnb4bitConfig>,
 }
 
 /// What [`run`] reports.
@@ -215,7 +217,10 @@ pub fn run(
         (None, Some(dir)) if task.is_classification() => method::adapter_num_labels(dir)?,
         _ => None,
     };
-    let (base, num_labels) = load_task_model(model_dir, task, num_labels)?;
+    let (mut base, num_labels) = load_task_model(model_dir, task, num_labels)?;
+    if let Some(q) = &options.load_in_4bit {
+        engine::quant::quantize_model(base.as_mut(), q)?;
+    }
     let (model, warnings): (Box<dyn AdapterModel>, Vec<String>) = match adapter_dir {
         Some(dir) => method::load_adapter_model(base, dir, false)?,
         None => (Box::new(crate::PeftModel::new(base)), Vec::new()),

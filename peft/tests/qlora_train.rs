@@ -69,6 +69,16 @@ fn qlora_learns_and_differs_from_lora_on_the_float_base() {
     };
     let c = train::run(&run_file(&cli_dir, Value::Null), &overrides).unwrap();
     assert_eq!(c.eval_after["dev"].perplexity, s.eval_after["dev"].perplexity);
+    // peft eval of the adapter over the same 4-bit base gives the run's final numbers.
+    let options = peft::eval::EvalOptions {
+        load_in_4bit: Some(engine::quant::Bnb4bitConfig { double_quant: true, ..Default::default() }),
+        ..Default::default()
+    };
+    let model = integration_tests::fixtures_dir().join("models/llama");
+    let report =
+        peft::eval::run(&model, Some(&cli_dir.join("out/adapter")), &cli_dir.join("dev.jsonl"), &options).unwrap();
+    let p = report.metrics.perplexity.unwrap();
+    assert!((p - after).abs() < 1e-3 * after, "eval {p} vs the run's {after}");
     for d in [dir, float_dir, cli_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }

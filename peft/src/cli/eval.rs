@@ -32,6 +32,12 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Quantize the base model to 4 bits while loading, as a QLoRA adapter was trained (the
+    /// `--bnb-4bit-*` options below apply).
+    #[arg(long = "load-in-4bit")]
+    pub load_in_4bit: bool,
+    #[command(flatten)]
+    pub quant: super::quantize::QuantOptions,
 }
 
 pub fn run(args: &EvalArgs) -> CliResult<()> {
@@ -44,6 +50,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         num_labels: args.num_labels,
         batch_size: Some(args.batch_size),
         max_seq_length: args.max_seq_length,
+        load_in_4bit: if args.load_in_4bit { Some(args.quant.config()?) } else { None },
     };
     let report = eval::run(&args.model, args.adapter.as_deref(), &args.data, &options)?;
     for w in &report.warnings {
