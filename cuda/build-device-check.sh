@@ -28,4 +28,6 @@ cp "$bin" "$out/gpu-tests"
 bin="$(test_binary -p engine --features cuda --test cuda_backend)"
 [[ -n "$bin" ]] || { echo "could not build the engine cuda_backend tests" >&2; exit 1; }
 cp "$bin" "$out/engine-cuda-tests"
+# Without debug info the three fit the run tool's carry limit (64 MiB) with room to spare.
+strip --strip-debug "$out"/*
 ls -la "$out"
