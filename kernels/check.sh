@@ -3,7 +3,9 @@
 # 1. regenerating from kernels/cu/ gives kernels/ptx/ byte for byte (and no stale .ptx is left);
 # 2. every PTX assembles with ptxas (CUDA 12.0.140) for sm_80 and sm_90, with no spill stores/loads and
 #    no stack frame (none is chosen anywhere yet, so any is a regression).
-# The launcher-vs-.entry parameter check is a Rust test (kernels/src/ptx.rs), run by cargo test.
+# 3. the grid-stride kernels run on the CPU (kernels/emu/: one emulated thread looping over the grid)
+#    against naive references, and the C Philox against Random123's known answers.
+# The launcher-vs-.entry parameter check is a Rust test (kernels/src/signatures.rs), run by cargo test.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tool="$("$here/toolchain.sh")"
@@ -25,4 +27,6 @@ for ptx in "$here"/ptx/*.ptx; do
     echo "ok $(basename "$ptx") $arch: $entries entries, no spills"
   done
 done
+emu="$fresh/emulate"
+"${CXX:-g++}" -std=c++17 -O1 -Wall -Wno-unknown-pragmas -o "$emu" "$here/emu/emulate.cpp" && "$emu" || status=1
 exit $status

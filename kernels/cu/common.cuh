@@ -43,6 +43,8 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
   return (u16)((x + rounding) >> 16);
 }
 
+// PTX conversions; not compiled by the CPU emulation (kernels/emu/), which has no f16 cast to run.
+#ifndef KERNELS_CPU_EMULATION
 __device__ __forceinline__ float f16_to_f32(u16 h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -54,6 +56,7 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
 }
+#endif
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
