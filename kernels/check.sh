@@ -3,8 +3,10 @@
 # 1. regenerating from kernels/cu/ gives kernels/ptx/ byte for byte (and no stale .ptx is left);
 # 2. every PTX assembles with ptxas (CUDA 12.0.140) for sm_80 and sm_90, with no spill stores/loads and
 #    no stack frame (none is chosen anywhere yet, so any is a regression).
-# 3. the grid-stride kernels run on the CPU (kernels/emu/: one emulated thread looping over the grid)
-#    against naive references, and the C Philox against Random123's known answers.
+# 3. the kernels' CUDA C runs on the CPU (kernels/emu/) against naive references: the grid-stride ones as
+#    one thread looping over the grid, the block-cooperative ones (SIMT GEMM, row softmax / norm /
+#    cross-entropy / reduction, attention softmax) with real threads, barriers and a warp-shuffle shim.
+#    Only the tensor-core GEMM (inline mma.sync) and the f16 casts (inline cvt) cannot run there.
 # The launcher-vs-.entry parameter check is a Rust test (kernels/src/signatures.rs), run by cargo test.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,6 +29,7 @@ for ptx in "$here"/ptx/*.ptx; do
     echo "ok $(basename "$ptx") $arch: $entries entries, no spills"
   done
 done
-emu="$fresh/emulate"
-"${CXX:-g++}" -std=c++17 -O1 -Wall -Wno-unknown-pragmas -o "$emu" "$here/emu/emulate.cpp" && "$emu" || status=1
+cxx="${CXX:-g++} -O1 -Wall -Wno-unknown-pragmas"
+$cxx -std=c++17 -o "$fresh/emulate" "$here/emu/emulate.cpp" && "$fresh/emulate" || status=1
+$cxx -std=c++20 -pthread -o "$fresh/emulate_blocks" "$here/emu/emulate_blocks.cpp" && "$fresh/emulate_blocks" || status=1
 exit $status

@@ -1,0 +1,191 @@
+// The block-cooperative kernels (SIMT GEMM, row softmax / log-softmax and their backward, cross-entropy,
+// layer / RMS norm, last-dim reduction, attention masked softmax) executed on the CPU with real threads
+// (cuda_threads.h) against naive references. Run by kernels/check.sh; exits non-zero on any mismatch.
+#include "cuda_threads.h"
+#include <cstdio>
+
+#include "../cu/attention.cu"
+#include "../cu/gemm_f32.cu"
+#include "../cu/norm.cu"
+#include "../cu/reduce.cu"
+#include "../cu/softmax.cu"
+
+static int failures = 0;
+
+static void close(const char* what, const std::vector<float>& got, const std::vector<double>& want, double rel) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    double tol = rel * std::fmax(1.0, std::fabs(want[i]));
+    if (!(std::fabs(got[i] - want[i]) <= tol) && failures++ < 20)
+      std::printf("MISMATCH %s[%zu]: got %.9g want %.9g\n", what, i, got[i], want[i]);
+  }
+}
+
+static std::vector<float> values(size_t n, unsigned seed, float lo, float hi) {
+  std::vector<float> v(n);
+  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
+  for (auto& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = lo + (hi - lo) * (float)((s >> 40) & 0xffffff) / 16777216.0f;
+  }
+  return v;
+}
+
+static void gemm() {
+  // 130 x 135 x 19, batch 2, every transpose combination, alpha 0.5, beta 2: two tiles each way, a
+  // partial k step, so the bounds, both load orders and the double buffer all run.
+  const u32 m = 130, n = 135, k = 19, batch = 2;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      auto a = values(m * k * batch, 1, -1, 1), b = values(k * n * batch, 2, -1, 1);
+      auto c = values(m * n * batch, 3, -1, 1);
+      std::vector<float> c0 = c;
+      i64 a_m = ta ? 1 : k, a_k = ta ? m : 1, b_k = tb ? 1 : n, b_n = tb ? k : 1;
+      emu_launch((n + 127) / 128, (m + 127) / 128, batch, 256, [&] {
+        gemm_f32(a.data(), b.data(), c.data(), m, n, k, a_m, a_k, b_k, b_n, n, m * k, k * n, m * n, 0.5f, 2.0f);
+      });
+      std::vector<double> want(c.size());
+      for (u32 z = 0; z < batch; ++z)
+        for (u32 i = 0; i < m; ++i)
+          for (u32 j = 0; j < n; ++j) {
+            double s = 0;
+            for (u32 p = 0; p < k; ++p)
+              s += (double)a[z * m * k + i * a_m + p * a_k] * b[z * k * n + p * b_k + j * b_n];
+            want[z * m * n + i * n + j] = 0.5 * s + 2.0 * c0[z * m * n + i * n + j];
+          }
+      close(ta ? (tb ? "gemm_f32 AtBt" : "gemm_f32 AtB") : (tb ? "gemm_f32 ABt" : "gemm_f32 AB"), c, want, 1e-5);
+    }
+}
+
+static void rows() {
+  const u32 rows = 3, cols = 100, threads = 128;
+  auto x = values(rows * cols, 4, -4, 4), dy = values(rows * cols, 5, -1, 1);
+  std::vector<float> y(rows * cols), dx(rows * cols);
+  std::vector<double> want(rows * cols), wdx(rows * cols);
+  for (u32 log = 0; log < 2; ++log) {
+    emu_launch(rows, 1, 1, threads, [&] { softmax_f32(x.data(), y.data(), rows, cols, log); });
+    emu_launch(rows, 1, 1, threads, [&] { softmax_bwd_f32(y.data(), dy.data(), dx.data(), rows, cols, log); });
+    for (u32 r = 0; r < rows; ++r) {
+      double mx = -1e30, z = 0, dot = 0, sdy = 0;
+      for (u32 i = 0; i < cols; ++i) mx = std::fmax(mx, x[r * cols + i]);
+      for (u32 i = 0; i < cols; ++i) z += std::exp(x[r * cols + i] - mx);
+      for (u32 i = 0; i < cols; ++i) {
+        double p = std::exp(x[r * cols + i] - mx) / z;
+        dot += p * dy[r * cols + i];
+        sdy += dy[r * cols + i];
+      }
+      for (u32 i = 0; i < cols; ++i) {
+        double p = std::exp(x[r * cols + i] - mx) / z, g = dy[r * cols + i];
+        want[r * cols + i] = log ? std::log(p) : p;
+        wdx[r * cols + i] = log ? g - p * sdy : p * (g - dot);
+      }
+    }
+    close(log ? "log_softmax" : "softmax", y, want, 1e-5);
+    close(log ? "log_softmax backward" : "softmax backward", dx, wdx, 1e-5);
+  }
+  // Cross-entropy with an ignored row, forward and backward.
+  int target[rows] = {7, -100, 99};
+  std::vector<float> loss(rows), lse(rows);
+  emu_launch(rows, 1, 1, threads, [&] { cross_entropy_f32(x.data(), target, loss.data(), lse.data(), rows, cols, -100); });
+  emu_launch(rows, 1, 1, threads, [&] { cross_entropy_bwd_f32(x.data(), target, lse.data(), dx.data(), rows, cols, -100, 0.5f); });
+  std::vector<double> wl(rows);
+  for (u32 r = 0; r < rows; ++r) {
+    double z = 0;
+    for (u32 i = 0; i < cols; ++i) z += std::exp((double)x[r * cols + i]);
+    wl[r] = target[r] == -100 ? 0 : std::log(z) - x[r * cols + target[r]];
+    for (u32 i = 0; i < cols; ++i)
+      wdx[r * cols + i] = target[r] == -100 ? 0 : 0.5 * (std::exp(x[r * cols + i]) / z - ((int)i == target[r]));
+  }
+  close("cross_entropy", loss, wl, 1e-5);
+  close("cross_entropy backward", dx, wdx, 1e-5);
+  // Last-dim sum.
+  std::vector<float> s(rows);
+  emu_launch(rows, 1, 1, threads, [&] { reduce_last_f32(x.data(), s.data(), rows, cols, R_SUM); });
+  std::vector<double> ws(rows, 0);
+  for (u32 r = 0; r < rows; ++r)
+    for (u32 i = 0; i < cols; ++i) ws[r] += x[r * cols + i];
+  close("reduce_last sum", s, ws, 1e-5);
+}
+
+static void norms() {
+  const u32 rows = 2, cols = 70, threads = 96;
+  auto x = values(rows * cols, 6, -2, 2), w = values(cols, 7, 0.5, 1.5), b = values(cols, 8, -1, 1);
+  auto dy = values(rows * cols, 9, -1, 1);
+  for (u32 rms = 0; rms < 2; ++rms) {
+    std::vector<float> y(rows * cols), mean(rows), rstd(rows), dx(rows * cols), dw(cols, 0.0f), db(cols, 0.0f);
+    const float* bias = rms ? nullptr : b.data();
+    float* meanp = rms ? nullptr : mean.data();
+    emu_launch(rows, 1, 1, threads, [&] { norm_f32(x.data(), w.data(), bias, y.data(), meanp, rstd.data(), rows, cols, 1e-5f, rms); });
+    emu_launch(rows, 1, 1, threads, [&] {
+      norm_bwd_f32(x.data(), w.data(), meanp, rstd.data(), dy.data(), dx.data(), dw.data(), rms ? nullptr : db.data(), rows, cols, rms);
+    });
+    // Reference forward in f64, and gradients of sum(dy * y) by central differences.
+    auto forward = [&](const std::vector<double>& xs, const std::vector<double>& ws, const std::vector<double>& bs) {
+      double l = 0;
+      std::vector<double> out(rows * cols);
+      for (u32 r = 0; r < rows; ++r) {
+        double mu = 0, var = 0;
+        if (!rms)
+          for (u32 i = 0; i < cols; ++i) mu += xs[r * cols + i] / cols;
+        for (u32 i = 0; i < cols; ++i) var += (xs[r * cols + i] - mu) * (xs[r * cols + i] - mu) / cols;
+        for (u32 i = 0; i < cols; ++i) {
+          out[r * cols + i] = (xs[r * cols + i] - mu) / std::sqrt(var + 1e-5) * ws[i] + (rms ? 0 : bs[i]);
+          l += out[r * cols + i] * dy[r * cols + i];
+        }
+      }
+      return std::make_pair(out, l);
+    };
+    std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end());
+    close(rms ? "rms_norm" : "layer_norm", y, forward(xd, wd, bd).first, 1e-5);
+    auto fd = [&](std::vector<double>& v, size_t i) {
+      double keep = v[i], h = 1e-6;
+      v[i] = keep + h;
+      double up = forward(xd, wd, bd).second;
+      v[i] = keep - h;
+      double down = forward(xd, wd, bd).second;
+      v[i] = keep;
+      return (up - down) / (2 * h);
+    };
+    std::vector<double> wdx(rows * cols), wdw(cols), wdb(cols);
+    for (size_t i = 0; i < xd.size(); ++i) wdx[i] = fd(xd, i);
+    for (size_t i = 0; i < cols; ++i) wdw[i] = fd(wd, i);
+    close(rms ? "rms_norm dx" : "layer_norm dx", dx, wdx, 1e-4);
+    close(rms ? "rms_norm dw" : "layer_norm dw", dw, wdw, 1e-4);
+    if (!rms) {
+      for (size_t i = 0; i < cols; ++i) wdb[i] = fd(bd, i);
+      close("layer_norm db", db, wdb, 1e-4);
+    }
+  }
+}
+
+static void attention() {
+  const u32 batch = 2, heads = 2, q = 3, k = 5;  // 2 prefix keys
+  auto s = values(batch * heads * q * k, 10, -3, 3);
+  std::vector<float> got = s;
+  unsigned char valid[batch * k] = {1, 1, 1, 0, 1, 0, 0, 0, 0, 0};
+  emu_launch(batch * heads * q, 1, 1, 32, [&] { attention_softmax_f32(got.data(), valid, batch, heads, q, k, 1); });
+  std::vector<double> want(s.size(), 0.0);
+  for (u32 row = 0; row < batch * heads * q; ++row) {
+    u32 qi = row % q, b = row / (heads * q);
+    double mx = -1e30, z = 0;
+    for (u32 j = 0; j < k; ++j)
+      if (valid[b * k + j] && j <= qi + (k - q)) mx = std::fmax(mx, s[row * k + j]);
+    for (u32 j = 0; j < k; ++j)
+      if (valid[b * k + j] && j <= qi + (k - q)) z += std::exp(s[row * k + j] - mx);
+    for (u32 j = 0; j < k; ++j)
+      if (valid[b * k + j] && j <= qi + (k - q)) want[row * k + j] = std::exp(s[row * k + j] - mx) / z;
+  }
+  close("attention masked softmax", got, want, 1e-6);
+}
+
+int main() {
+  gemm();
+  rows();
+  norms();
+  attention();
+  if (failures) {
+    std::printf("kernels block emulation: %d mismatches\n", failures);
+    return 1;
+  }
+  std::printf("kernels block emulation: ok (gemm_f32, softmax, cross-entropy, reduce_last, norms, attention)\n");
+  return 0;
+}
