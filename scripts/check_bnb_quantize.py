@@ -14,18 +14,21 @@ import tempfile
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+import transformers
+from transformers import BitsAndBytesConfig
 
 float_dir, ours_dir = sys.argv[1], sys.argv[2]
-qc = json.load(open(f"{ours_dir}/config.json"))["quantization_config"]
-ours = AutoModelForCausalLM.from_pretrained(ours_dir, device_map="cpu", dtype=torch.float32)
+config = json.load(open(f"{ours_dir}/config.json"))
+qc = config["quantization_config"]
+Model = getattr(transformers, config["architectures"][0])  # e.g. LlamaForCausalLM
+ours = Model.from_pretrained(ours_dir, device_map="cpu", dtype=torch.float32)
 cfg = BitsAndBytesConfig(
     load_in_4bit=True,
     bnb_4bit_quant_type=qc["bnb_4bit_quant_type"],
     bnb_4bit_use_double_quant=qc["bnb_4bit_use_double_quant"],
     bnb_4bit_compute_dtype=getattr(torch, qc["bnb_4bit_compute_dtype"]),
 )
-theirs = AutoModelForCausalLM.from_pretrained(float_dir, quantization_config=cfg, device_map="cpu", dtype=torch.float32)
+theirs = Model.from_pretrained(float_dir, quantization_config=cfg, device_map="cpu", dtype=torch.float32)
 with tempfile.TemporaryDirectory() as d:
     theirs.save_pretrained(d)
     want = load_file(f"{d}/model.safetensors")
@@ -64,9 +67,10 @@ print(f"{n} loaded 4-bit layers dequantized by bitsandbytes and compared")
 ids = torch.tensor([[5, 81, 65, 96, 48, 14, 5], [51, 35, 56, 85, 43, 43, 40]])
 try:
     with torch.no_grad():
-        la, lb = ours(ids).logits, theirs(ids).logits
+        oa, ob = ours(ids), theirs(ids)
+        la, lb = (oa.logits, ob.logits) if hasattr(oa, "logits") else (oa.last_hidden_state, ob.last_hidden_state)
     diff = (la - lb).abs().max().item()
-    print(f"max |logits difference| = {diff:.3g}")
+    print(f"max |output difference| = {diff:.3g}")
     bad += diff > 1e-4
 except RuntimeError as e:
     # bitsandbytes 0.50.2's CPU forward repacks weights assuming in_features >= blocksize.

@@ -21,8 +21,9 @@ pub struct Bnb4bitConfig {
     /// transformers' (which rounds activations and dequantized weights to this dtype); it is kept so
     /// that the config written with a checkpoint says what transformers should use.
     pub compute_dtype: String,
-    /// `llm_int8_skip_modules`: modules whose path contains one of these stay in f32. `None` skips the
-    /// model's output heads (`lm_head`, `classifier`, `score`), as transformers does by default.
+    /// `llm_int8_skip_modules`: modules whose path contains one of these stay in f32. `None` skips what
+    /// transformers skips by default: the output head (`lm_head`, `classifier`, `score`), or for a
+    /// bare encoder the module of its last parameter (BERT's pooler).
     pub skip_modules: Option<Vec<String>>,
 }
 
@@ -130,11 +131,30 @@ pub fn is_skipped(path: &str, skip: &[String]) -> bool {
     skip.iter().any(|s| path.contains(s.as_str()))
 }
 
+/// What transformers keeps in full precision when `llm_int8_skip_modules` is not given
+/// (`get_keys_to_not_convert`): the output head, or for a model without one (a bare encoder) the
+/// module of its last parameter (BERT's pooler).
+fn default_skip(model: &mut dyn Model) -> Vec<String> {
+    let heads = model.head_paths();
+    if !heads.is_empty() {
+        return heads;
+    }
+    let last =
+        model.named_parameters().last().map(|(n, _)| n.rsplit_once('.').map_or(n.clone(), |(m, _)| m.to_string()));
+    match last {
+        Some(module) if model.linear_paths().contains(&module) => vec![module],
+        _ => Vec::new(),
+    }
+}
+
 /// Packs every Linear of `model` (weights already packed are kept and counted). Call before
 /// adding adapters: the Linear's base weight is replaced.
 pub fn quantize_model(model: &mut dyn Model, config: &Bnb4bitConfig) -> Result<QuantizeReport> {
     config.validate()?;
-    let skip = config.skip_modules.clone().unwrap_or_else(|| model.head_paths());
+    let skip = match &config.skip_modules {
+        Some(s) => s.clone(),
+        None => default_skip(model),
+    };
     let mut report = QuantizeReport::default();
     model.visit_linears(&mut |path, hooked| {
         if let Some(p) = &hooked.base.packed {
