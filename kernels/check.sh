@@ -6,7 +6,7 @@
 # 3. the kernels' CUDA C runs on the CPU (kernels/emu/) against naive references: the grid-stride ones as
 #    one thread looping over the grid, the block-cooperative ones (SIMT GEMM, row softmax / norm /
 #    cross-entropy / reduction, attention softmax) with real threads, barriers and a warp-shuffle shim.
-#    Only the tensor-core GEMM (inline mma.sync) and the f16 casts (inline cvt) cannot run there.
+#    The tensor-core GEMM runs with mma.sync emulated; only the f16 casts (inline cvt) cannot run there.
 # The launcher-vs-.entry parameter check is a Rust test (kernels/src/signatures.rs), run by cargo test.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -6,7 +6,8 @@
 //   A regs r0..r3: (row g, k 2t), (row g+8, k 2t), (row g, k 2t+8), (row g+8, k 2t+8), 2 k values each
 //   B regs r0..r1: (col g, k 2t), (col g, k 2t+8), 2 k values each
 //   C regs c0..c3: (row g, col 2t), (row g, col 2t+1), (row g+8, col 2t), (row g+8, col 2t+1)
-// kernels/src/mma_layout.rs replays this index math on the CPU against a naive GEMM.
+// kernels/src/mma_layout.rs replays this index math in Rust, and kernels/emu/ runs this file on the CPU
+// with mma.sync emulated from the ISA's layout tables.
 // Out-of-range elements are loaded as zero and never stored, so any shape works.
 #include "gemm_args.cuh"
 
@@ -17,6 +18,9 @@
 
 template <bool BF16>
 __device__ __forceinline__ void mma_16816(float* d, const u32* a, const u32* b) {
+#ifdef KERNELS_CPU_EMULATION
+  emu_mma_m16n8k16(d, a, b, BF16);  // the ISA's semantics, in kernels/emu/cuda_threads.h
+#else
   if (BF16) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -30,6 +34,7 @@ __device__ __forceinline__ void mma_16816(float* d, const u32* a, const u32* b) 
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#endif
 }
 
 template <bool BF16>

@@ -19,6 +19,7 @@
 #define __launch_bounds__(n)
 #define __restrict__
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 struct EmuDim3 {
   unsigned x, y, z;
@@ -63,6 +64,46 @@ inline float atomicAdd(float* p, float v) {
   float old = *p;
   *p += v;
   return old;
+}
+
+// f16 / bf16 bits to float, for the emulated mma.
+inline float emu_half_to_float(unsigned short h, bool bf16) {
+  if (bf16) return __uint_as_float((unsigned)h << 16);
+  unsigned sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;
+  float v = exp == 0 ? std::ldexp((float)man, -24) : exp == 31 ? (man ? NAN : INFINITY) : std::ldexp((float)(man | 1024), (int)exp - 25);
+  return sign ? -v : v;
+}
+
+namespace emu {
+inline unsigned mma_a[1024][4], mma_b[1024][2];
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} for the calling lane, from the PTX ISA's fragment
+// tables (g = lane / 4, t = lane % 4; each 32-bit register holds two elements, the lower k in the low
+// half): A register r holds (row g + 8 (r % 2), k 2t + 8 (r / 2) + {0, 1}); B register r holds
+// (k 2t + 8 r + {0, 1}, col g); D element r is (row g + 8 (r / 2), col 2t + r % 2). Every lane of the
+// warp must call it.
+inline void emu_mma_m16n8k16(float* d, const unsigned* a, const unsigned* b, bool bf16) {
+  unsigned t = threadIdx.x, w = t / 32, base = w * 32, lane = t % 32;
+  for (int r = 0; r < 4; ++r) emu::mma_a[t][r] = a[r];
+  for (int r = 0; r < 2; ++r) emu::mma_b[t][r] = b[r];
+  emu::warp_barriers[w]->arrive_and_wait();
+  auto elem = [&](unsigned word, unsigned k) { return emu_half_to_float((unsigned short)(word >> (16 * (k & 1))), bf16); };
+  auto a_at = [&](unsigned row, unsigned k) {
+    unsigned src = base + (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8) + 2 * (k >= 8);
+    return elem(emu::mma_a[src][reg], k);
+  };
+  auto b_at = [&](unsigned k, unsigned col) {
+    unsigned src = base + col * 4 + (k % 8) / 2, reg = k >= 8;
+    return elem(emu::mma_b[src][reg], k);
+  };
+  for (unsigned r = 0; r < 4; ++r) {
+    unsigned row = lane / 4 + 8 * (r / 2), col = 2 * (lane % 4) + r % 2;
+    float s = 0.0f;
+    for (unsigned k = 0; k < 16; ++k) s += a_at(row, k) * b_at(k, col);
+    d[r] += s;
+  }
+  emu::warp_barriers[w]->arrive_and_wait();
 }
 
 // Runs `kernel()` over grid (gx, gy, gz) with `threads` (a multiple of 32, at most 1024) per block.

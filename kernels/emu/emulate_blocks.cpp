@@ -1,4 +1,4 @@
-// The block-cooperative kernels (SIMT GEMM, row softmax / log-softmax and their backward, cross-entropy,
+// The block-cooperative kernels (SIMT GEMM, tensor-core GEMM with mma.sync emulated, row softmax / log-softmax and their backward, cross-entropy,
 // layer / RMS norm, last-dim reduction, attention masked softmax) executed on the CPU with real threads
 // (cuda_threads.h) against naive references. Run by kernels/check.sh; exits non-zero on any mismatch.
 #include "cuda_threads.h"
@@ -6,6 +6,10 @@
 
 #include "../cu/attention.cu"
 #include "../cu/gemm_f32.cu"
+#undef BM
+#undef BN
+#undef BK
+#include "../cu/gemm_mma.cu"
 #include "../cu/norm.cu"
 #include "../cu/reduce.cu"
 #include "../cu/softmax.cu"
@@ -53,6 +57,37 @@ static void gemm() {
             want[z * m * n + i * n + j] = 0.5 * s + 2.0 * c0[z * m * n + i * n + j];
           }
       close(ta ? (tb ? "gemm_f32 AtBt" : "gemm_f32 AtB") : (tb ? "gemm_f32 ABt" : "gemm_f32 AB"), c, want, 1e-5);
+    }
+}
+
+static unsigned short to_bf16(float f) {  // round to nearest even (finite inputs)
+  unsigned x = __float_as_uint(f);
+  return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static void gemm_tensor_cores() {
+  // gemm_mma.cu with mma.sync emulated: 130 x 135 x 40 (two tiles each way, a partial k step of 32).
+  const u32 m = 130, n = 135, k = 40;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      auto af = values(m * k, 11, -1, 1), bf = values(k * n, 12, -1, 1);
+      std::vector<unsigned short> a(af.size()), b(bf.size());
+      for (size_t i = 0; i < af.size(); ++i) a[i] = to_bf16(af[i]);
+      for (size_t i = 0; i < bf.size(); ++i) b[i] = to_bf16(bf[i]);
+      std::vector<float> c(m * n, NAN);
+      i64 a_m = ta ? 1 : k, a_k = ta ? m : 1, b_k = tb ? 1 : n, b_n = tb ? k : 1;
+      emu_launch((n + 127) / 128, (m + 127) / 128, 1, 256, [&] {
+        gemm_bf16(a.data(), b.data(), c.data(), m, n, k, a_m, a_k, b_k, b_n, n, 0, 0, 0, 1.0f, 0.0f);
+      });
+      std::vector<double> want(c.size());
+      for (u32 i = 0; i < m; ++i)
+        for (u32 j = 0; j < n; ++j) {
+          double s = 0;
+          for (u32 p = 0; p < k; ++p)
+            s += (double)emu_half_to_float(a[i * a_m + p * a_k], true) * emu_half_to_float(b[p * b_k + j * b_n], true);
+          want[i * n + j] = s;
+        }
+      close(ta ? (tb ? "gemm_bf16 AtBt" : "gemm_bf16 AtB") : (tb ? "gemm_bf16 ABt" : "gemm_bf16 AB"), c, want, 1e-5);
     }
 }
 
@@ -179,6 +214,7 @@ static void attention() {
 
 int main() {
   gemm();
+  gemm_tensor_cores();
   rows();
   norms();
   attention();
@@ -186,6 +222,6 @@ int main() {
     std::printf("kernels block emulation: %d mismatches\n", failures);
     return 1;
   }
-  std::printf("kernels block emulation: ok (gemm_f32, softmax, cross-entropy, reduce_last, norms, attention)\n");
+  std::printf("kernels block emulation: ok (gemm_f32, gemm_bf16 with emulated mma.sync, softmax, cross-entropy, reduce_last, norms, attention)\n");
   return 0;
 }
