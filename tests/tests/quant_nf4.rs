@@ -3,7 +3,7 @@
 //! 4-bit LLaMA transformers saved (`models/llama-bnb-nf4`) computing transformers' logits.
 use engine::io::{SafeTensors, WeightFiles};
 use engine::models::{load, ForwardInput};
-use engine::quant::bnb4::{double_quantize_with_offset, Absmax, Bnb4bit, QuantType};
+use engine::quant::bnb4::{torch_sum_f32, Absmax, Bnb4bit, QuantType};
 use engine::quant::{read_bnb4_weight, write_bnb4_weight, PackedMatrix};
 use engine::Tensor;
 use integration_tests::{fixtures_dir, input_ids, manifest, worst_excess};
@@ -32,25 +32,14 @@ fn quantize_and_dequantize_match_bitsandbytes_bit_for_bit() {
         let bs = case["blocksize"].as_u64().unwrap() as usize;
         let dq = case["double_quant"].as_bool().unwrap();
         let weight = get("weight").to_vec::<f32>().unwrap();
-        let mut q = Bnb4bit::quantize(&weight, shape, qt, bs, dq).unwrap();
+        let q = Bnb4bit::quantize(&weight, shape, qt, bs, dq).unwrap();
 
         assert_eq!(q.packed, get("packed").to_vec::<u8>().unwrap(), "{name}: packed codes");
         assert_eq!(bits(&q.code), f32_bits(&get("code")), "{name}: code book");
         match &q.absmax {
             Absmax::Plain(a) => assert_eq!(bits(a), f32_bits(&get("absmax")), "{name}: absmax"),
-            Absmax::Double { offset, .. } => {
-                // PyTorch's f32 mean may differ from the exactly rounded one in the last bit (its
-                // summation order depends on the machine); the offset is stored with the weights.
-                let want = get("offset").to_vec::<f32>().unwrap()[0];
-                assert!((offset - want).abs() <= 2.0 * f32::EPSILON * want.abs(), "{name}: offset {offset} vs {want}");
-                let plain: Vec<f32> = (0..q.absmax.blocks())
-                    .map(|b| {
-                        let block = &weight[b * bs..((b + 1) * bs).min(weight.len())];
-                        block.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-38)
-                    })
-                    .collect();
-                q.absmax = double_quantize_with_offset(&plain, want);
-                let Absmax::Double { codes, nested_absmax, nested_code, .. } = &q.absmax else { unreachable!() };
+            Absmax::Double { codes, nested_absmax, nested_code, offset, .. } => {
+                assert_eq!(offset.to_bits(), get("offset").to_vec::<f32>().unwrap()[0].to_bits(), "{name}: offset");
                 assert_eq!(codes, &get("absmax_q").to_vec::<u8>().unwrap(), "{name}: absmax codes");
                 assert_eq!(bits(nested_absmax), f32_bits(&get("nested_absmax")), "{name}: nested absmax");
                 assert_eq!(bits(nested_code), f32_bits(&get("nested_code")), "{name}: dynamic code");
@@ -140,4 +129,22 @@ fn bnb_nf4_llama_reproduces_transformers_logits() {
     let (rtol, atol) = (case["rtol"].as_f64().unwrap() as f32 * 5.0, case["atol"].as_f64().unwrap() as f32 * 5.0);
     let (excess, at) = worst_excess(&got.to_vec::<f32>().unwrap(), &want.to_vec::<f32>().unwrap(), rtol, atol);
     assert!(excess <= 0.0, "element {at} off by {excess} beyond tolerance");
+}
+
+#[test]
+fn offsets_are_pytorchs_f32_mean_to_the_bit() {
+    // Double quantization subtracts torch's f32 mean of the absmaxes; its summation order is
+    // reproduced (vectors and torch's results from scripts/make-torch-sum-fixture.py).
+    let path = fixtures_dir().join("../fixtures-extra/torch-f32-sums.safetensors");
+    let f = SafeTensors::open(path).unwrap();
+    let mut checked = 0;
+    for name in f.names().filter(|n| n.starts_with('v')) {
+        let v = f.tensor(name).unwrap().to_vec::<f32>().unwrap();
+        let one = |k: &str| f.tensor(&format!("{k}{}", &name[1..])).unwrap().to_vec::<f32>().unwrap()[0];
+        assert_eq!(torch_sum_f32(&v).to_bits(), one("sum").to_bits(), "sum of {} values", v.len());
+        let mean = engine::quant::bnb4::absmax_offset(&v);
+        assert_eq!(mean.to_bits(), one("mean").to_bits(), "mean of {} values", v.len());
+        checked += 1;
+    }
+    assert_eq!(checked, 49);
 }

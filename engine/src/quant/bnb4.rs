@@ -277,13 +277,86 @@ fn quantize_4bit(data: &[f32], blocksize: usize, quant_type: QuantType) -> (Vec<
     (packed, absmax)
 }
 
-/// The mean of the block absmaxes, the offset of double quantization. PyTorch's `mean` sums in
-/// f32 in an order that depends on the vector width and thread count, so its last bit is not
-/// reproducible across machines; here the sum is exact (f64, rounded once), then divided in f32
-/// as PyTorch divides. The offset is stored with the weights, so dequantization never depends on it.
+/// The mean of the block absmaxes, the offset of double quantization, as PyTorch's f32 `mean`
+/// computes it: its sum (see [`torch_sum_f32`]) divided by the count in f32.
 pub fn absmax_offset(absmax: &[f32]) -> f32 {
-    let sum: f64 = absmax.iter().map(|&v| v as f64).sum();
-    (sum as f32) / absmax.len() as f32
+    torch_sum_f32(absmax) / absmax.len() as f32
+}
+
+/// PyTorch's f32 sum of a contiguous vector as its CPU kernel (`cascade_sum`) adds in one thread:
+/// whole 8-lane vectors go to four interleaved vector accumulators that cascade every 16 steps
+/// through four levels, the accumulators are folded, the leftover elements summed, and the 8 lanes
+/// added to them in order; fewer than 8 values use four interleaved scalars the same way. (8 lanes
+/// also on an AVX-512 machine: bit-identical to torch 2.15's sums and means on 1 to 32,767 values.) PyTorch splits sums of 32,768 or more elements across threads, which this does not model: a
+/// matrix of more than 2M weights at block size 64 may get an offset one ulp away from bitsandbytes'.
+pub fn torch_sum_f32(v: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    if v.len() < LANES {
+        let sums = four_way_sum::<1>(v.len(), |i| [v[i]]);
+        return sums[0];
+    }
+    let vectors = v.len() / LANES;
+    let lanes = four_way_sum::<LANES>(vectors, |i| std::array::from_fn(|l| v[i * LANES + l]));
+    let mut total = 0f32;
+    for &x in &v[vectors * LANES..] {
+        total += x;
+    }
+    for l in lanes {
+        total += l;
+    }
+    total
+}
+
+/// PyTorch's `row_sum` with four interleaved accumulators (`multi_row_sum` + the fold) over `n`
+/// items of `W` lanes each.
+fn four_way_sum<const W: usize>(n: usize, item: impl Fn(usize) -> [f32; W]) -> [f32; W] {
+    const LEVELS: usize = 4;
+    let add = |a: &mut [f32; W], b: &[f32; W]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    let rows = n / 4;
+    // level_power = max(4, ceil_log2(rows) / 4)
+    let ceil_log2 = if rows <= 2 { 1 } else { usize::BITS as usize - (rows - 1).leading_zeros() as usize };
+    let power = (ceil_log2 / LEVELS).max(4);
+    let step = 1usize << power;
+    let mut acc = [[[0f32; W]; 4]; LEVELS];
+    let mut i = 0;
+    while i + step <= rows {
+        for _ in 0..step {
+            for k in 0..4 {
+                add(&mut acc[0][k], &item(i * 4 + k));
+            }
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            for k in 0..4 {
+                let lower = acc[j - 1][k];
+                add(&mut acc[j][k], &lower);
+                acc[j - 1][k] = [0.0; W];
+            }
+            if i & ((step - 1) << (j * power)) != 0 {
+                break;
+            }
+        }
+    }
+    for r in i..rows {
+        for k in 0..4 {
+            add(&mut acc[0][k], &item(r * 4 + k));
+        }
+    }
+    for j in 1..LEVELS {
+        for k in 0..4 {
+            let upper = acc[j][k];
+            add(&mut acc[0][k], &upper);
+        }
+    }
+    let mut sums = acc[0];
+    for r in rows * 4..n {
+        add(&mut sums[0], &item(r));
+    }
+    let mut out = sums[0];
+    for s in &sums[1..] {
+        add(&mut out, s);
+    }
+    out
 }
 
 /// Double quantization of f32 absmaxes (bitsandbytes' `quantize_blockwise` of `absmax - mean`
