@@ -3,7 +3,7 @@
 use crate::method::{self, AdapterModel};
 use crate::train::config::Task;
 use crate::train::data::{collate, load_jsonl, pad_id, Batch, DataSpec, Example, LazyTokenizer};
-use crate::train::load_task_model;
+use crate::train::load_base_model;
 use engine::models::{ForwardInput, Model, ModelConfig};
 use engine::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ pub fn run(
         (None, Some(dir)) if task.is_classification() => method::adapter_num_labels(dir)?,
         _ => None,
     };
-    let (mut base, num_labels) = load_task_model(model_dir, task, num_labels)?;
+    let (mut base, num_labels) = load_base_model(model_dir, task, num_labels, options.load_in_4bit.is_some())?;
     if let Some(q) = &options.load_in_4bit {
         engine::quant::quantize_model(base.as_mut(), q)?;
     }

@@ -121,6 +121,11 @@ fn qlora_on_smollm2_gguf_keeps_the_file_blocks() {
     println!("float model {float_ppl:.4}; packed blocks {before:.4} -> {after:.4} after QLoRA");
     assert!((before - float_ppl).abs() < 1e-4 * float_ppl, "packed {before} vs float {float_ppl}");
     assert!(after < 0.5 * before, "perplexity {before} -> {after}");
+    // `peft eval --load-in-4bit` of the adapter over the same packed blocks gives the final figure.
+    let options = peft::eval::EvalOptions { load_in_4bit: Some(Default::default()), ..Default::default() };
+    let again = peft::eval::run(&model, Some(&summary.adapter_dir), &data, &options).unwrap();
+    let again = again.metrics.perplexity.unwrap();
+    assert!((again - after).abs() < 1e-4 * after, "eval over the packed base: {again}, after training {after}");
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -56,6 +56,24 @@ pub fn run(config_path: &Path, overrides: &Overrides) -> Result<Summary> {
     train(&config, overrides.quiet)
 }
 
+/// Loads the base model as `load_task_model` does, except that 4-bit loading (`load_in_4bit`) of a
+/// `.gguf` file keeps the file's own quantized blocks frozen and packed instead of re-quantizing
+/// them to NF4 (`quantize_model` then finds those Linears packed and keeps them).
+pub fn load_base_model(
+    dir: &Path,
+    task: Task,
+    num_labels: Option<usize>,
+    load_in_4bit: bool,
+) -> Result<(Box<dyn Model>, Option<usize>)> {
+    if !(load_in_4bit && engine::io::gguf::is_gguf(dir)) {
+        return load_task_model(dir, task, num_labels);
+    }
+    if task != Task::CausalLm {
+        return Err(Error::invalid("train", "a GGUF model is a causal LM: use task `causal_lm`"));
+    }
+    Ok((engine::io::gguf::llama::load_llama_packed(dir)?, None))
+}
+
 /// Loads `dir` as the model `task` trains: a causal LM as is; a BERT folder (a bare encoder too) as
 /// `BertForSequenceClassification` / `BertForTokenClassification` with `num_labels` classes (a new
 /// head is initialized when the checkpoint has none). Returns the model and, for classification,

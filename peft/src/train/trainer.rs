@@ -2,7 +2,7 @@
 use super::checkpoint::{self, Opt, TrainerState};
 use super::config::{OptimizerKind, SchedulerKind, Task, TrainConfig};
 use super::data::{collate, epoch_batches, epoch_seed, load_jsonl, pad_id, Batch, DataSpec, Example, LazyTokenizer};
-use super::load_task_model;
+use super::load_base_model;
 use super::metrics::{peak_rss_mib, MetricsLog, Progress};
 use crate::eval::{evaluate, EvalMetrics};
 use crate::method::{self, AdapterModel};
@@ -115,18 +115,10 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let task = config.task;
     let model_dir = &config.model;
     let bnb_4bit = config.bnb_4bit()?;
-    // QLoRA on a GGUF file keeps the file's own quantized blocks frozen (no NF4 re-quantization of
-    // already 4-bit weights); quantize_model below then finds those Linears packed and keeps them.
+    // On a GGUF file, 4-bit loading keeps the file's own blocks (see load_base_model).
     let gguf_blocks = bnb_4bit.is_some() && engine::io::gguf::is_gguf(model_dir);
-    let (mut base, num_labels) = if gguf_blocks {
-        if task != Task::CausalLm {
-            return Err(Error::invalid("train", "a GGUF model trains as task `causal_lm` only"));
-        }
-        (engine::io::gguf::llama::load_llama_packed(model_dir)?, None)
-    } else {
-        load_task_model(model_dir, task, config.num_labels)
-            .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?
-    };
+    let (mut base, num_labels) = load_base_model(model_dir, task, config.num_labels, bnb_4bit.is_some())
+        .map_err(|e| Error::invalid("train", format!("`model` {}: {e}", model_dir.display())))?;
     if let Some(q) = bnb_4bit {
         let r = engine::quant::quantize_model(base.as_mut(), &q)?;
         if !quiet {
