@@ -59,8 +59,17 @@ impl Device {
         Ok((v.major(), v.minor()))
     }
 
+    fn raw_device(&self) -> Result<cust::device::Device> {
+        cust::device::Device::get_device(self.ordinal).map_err(driver_err("get device"))
+    }
+
+    /// The GPU's index, as given to [`Device::new`].
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
     fn attribute(&self, a: DeviceAttribute) -> Result<i32> {
-        let dev = cust::device::Device::get_device(self.ordinal).map_err(driver_err("get device"))?;
+        let dev = self.raw_device()?;
         dev.get_attribute(a).map_err(driver_err(format!("device attribute {a:?}")))
     }
 
@@ -82,7 +91,7 @@ impl Device {
         // One element at least: a zero-size allocation is an error for the driver.
         let zeros = vec![T::default(); len.max(1)];
         let inner = DeviceBuffer::from_slice(&zeros).map_err(driver_err(format!("allocate {len} elements")))?;
-        Ok(Buffer { inner, len })
+        Ok(Buffer { inner, len, device: self.raw_device()? })
     }
 
     /// A buffer holding a copy of `data`.
@@ -91,7 +100,7 @@ impl Device {
             return self.zeros(0);
         }
         let inner = DeviceBuffer::from_slice(data).map_err(driver_err("copy to device"))?;
-        Ok(Buffer { inner, len: data.len() })
+        Ok(Buffer { inner, len: data.len(), device: self.raw_device()? })
     }
 
     /// The buffer's contents, after every launch queued so far has finished.
@@ -132,10 +141,30 @@ impl Device {
     }
 }
 
-/// A device buffer of `len` elements of `T`.
+/// A device buffer of `len` elements of `T`, in its device's primary context.
 pub struct Buffer<T: Element> {
     inner: DeviceBuffer<T>,
     len: usize,
+    device: cust::device::Device,
+}
+
+// SAFETY: a buffer is a device address in the device's primary context, which is one per process and
+// usable from any thread that makes it current: every copy goes through a `Device` (which does so on its
+// thread) and `drop` makes it current before freeing. Nothing in the buffer is thread-affine.
+unsafe impl<T: Element> Send for Buffer<T> {}
+unsafe impl<T: Element> Sync for Buffer<T> {}
+
+impl<T: Element> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // cuMemFree needs the owning context current, and a buffer may be dropped on a thread that never
+        // opened the device (engine tensors move between threads). Retaining the primary context makes it
+        // current here and keeps it alive until the allocation is freed.
+        let context = Context::new(self.device).ok();
+        // SAFETY: a null, empty DeviceBuffer owns nothing; its drop is a no-op.
+        let empty = unsafe { DeviceBuffer::from_raw_parts(cust::memory::DevicePointer::null(), 0) };
+        drop(std::mem::replace(&mut self.inner, empty));
+        drop(context);
+    }
 }
 
 impl<T: Element> std::fmt::Debug for Buffer<T> {

@@ -2,6 +2,8 @@
 //! with hand-written backward passes, a SIMD + rayon CPU backend, nn layers and optimizers.
 pub mod autograd;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_storage;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;

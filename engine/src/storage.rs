@@ -1,4 +1,4 @@
-//! Where elements live. `Storage` has one variant per device; the CUDA issue adds its own.
+//! Where elements live. `Storage` has one variant per device (`Cuda` with the `cuda` feature).
 use crate::dtype::{DType, WithDType};
 use half::{bf16, f16};
 use std::sync::Arc;
@@ -54,11 +54,37 @@ impl MappedBuffer {
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda_storage::CudaStorage),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// GPU `n` (feature `cuda`); tensors get there with `Tensor::to_device`.
+    #[cfg(feature = "cuda")]
+    Cuda(u32),
+}
+
+impl Storage {
+    /// The host storage; a tensor on another device is an error naming it (move it with `to_device`).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn cpu(&self, op: &'static str) -> crate::Result<&CpuStorage> {
+        match self {
+            Storage::Cpu(c) => Ok(c),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Err(s.not_on_host(op)),
+        }
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn cpu_mut(&mut self, op: &'static str) -> crate::Result<&mut CpuStorage> {
+        match self {
+            Storage::Cpu(c) => Ok(c),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Err(s.not_on_host(op)),
+        }
+    }
 }
 
 impl Drop for CpuStorage {

@@ -50,9 +50,12 @@ pub struct ReadGuard<'a, T: CpuElement> {
 impl<T: CpuElement> std::ops::Deref for ReadGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        let Storage::Cpu(cpu) = &*self.guard;
-        // The dtype was checked when the guard was made; storage dtype never changes.
-        T::slice(cpu).map(|s| &s[self.start..self.start + self.len]).unwrap_or(&[])
+        // The dtype and the device (host) were checked when the guard was made; neither ever changes.
+        match &*self.guard {
+            Storage::Cpu(cpu) => T::slice(cpu).map(|s| &s[self.start..self.start + self.len]).unwrap_or(&[]),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => &[],
+        }
     }
 }
 
@@ -242,6 +245,10 @@ impl Tensor {
         self.0.dtype
     }
     pub fn device(&self) -> Device {
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(s) = &*self.storage_read() {
+            return Device::Cuda(s.ordinal());
+        }
         Device::Cpu
     }
     pub fn layout(&self) -> &Layout {
@@ -291,12 +298,9 @@ impl Tensor {
                 strides: self.layout().strides().to_vec(),
             });
         }
-        Ok(ReadGuard {
-            guard: self.storage_read(),
-            start: self.layout().offset(),
-            len: self.numel(),
-            _t: std::marker::PhantomData,
-        })
+        let guard = self.storage_read();
+        guard.cpu(op)?;
+        Ok(ReadGuard { guard, start: self.layout().offset(), len: self.numel(), _t: std::marker::PhantomData })
     }
 
     /// The whole storage of dtype `T`, borrowed; index it through `self.layout()` (strided kernels).
@@ -305,8 +309,7 @@ impl Tensor {
             return Err(Error::DType { op, expected: T::DTYPE, got: self.dtype() });
         }
         let guard = self.storage_read();
-        let Storage::Cpu(cpu) = &*guard;
-        let len = cpu.len();
+        let len = guard.cpu(op)?.len();
         Ok(ReadGuard { guard, start: 0, len, _t: std::marker::PhantomData })
     }
 
@@ -325,7 +328,7 @@ impl Tensor {
         }
         let (start, len) = (self.layout().offset(), self.numel());
         let mut guard = self.storage_write();
-        let Storage::Cpu(cpu) = &mut *guard;
+        let cpu = guard.cpu_mut("update_in_place")?;
         cpu.make_owned();
         if let Some(s) = T::slice_mut(cpu) {
             f(&mut s[start..start + len]);
@@ -348,8 +351,7 @@ impl Tensor {
             return Err(Error::DType { op: "to_vec", expected: T::DTYPE, got: self.dtype() });
         }
         let guard = self.storage_read();
-        let Storage::Cpu(cpu) = &*guard;
-        let data = T::slice(cpu).unwrap_or(&[]);
+        let data = T::slice(guard.cpu("to_vec")?).unwrap_or(&[]);
         let l = self.layout();
         if l.is_contiguous() {
             return Ok(data[l.offset()..l.offset() + l.numel()].to_vec());

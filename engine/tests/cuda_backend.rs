@@ -169,3 +169,31 @@ fn attention_from_gemms_and_masked_softmax_matches_the_engine() {
     ops::gemm_f32(&dev, &scores, &gv, &mut out, &GemmShape::row_major(tq, d, tk, bh, false, false)).unwrap();
     close("attention", &dev.download(&out).unwrap(), &want, 1e-5);
 }
+
+#[test]
+fn to_device_round_trips_every_dtype_and_host_ops_refuse_gpu_tensors() {
+    use engine::storage::Device as Place;
+    let e = rand(&[2, 3], 12).to_device(Place::Cuda(9999)).unwrap_err().to_string();
+    assert!(e.starts_with("to_device: cuda:9999: CUDA driver: "), "{e}");
+    let Some(_dev) = device() else { return };
+    // A transposed (non-contiguous) f32 view, and every other dtype.
+    let x = rand(&[4, 5], 13).t().unwrap();
+    let tensors = [
+        x.clone(),
+        x.to_dtype(DType::BF16).unwrap(),
+        x.to_dtype(DType::F16).unwrap(),
+        Tensor::arange_i64(-3, 9).unwrap(),
+        Tensor::from_vec(vec![1u8, 0, 7], &[3]).unwrap(),
+    ];
+    for t in &tensors {
+        let g = t.to_device(Place::Cuda(0)).unwrap();
+        assert_eq!(g.device(), Place::Cuda(0));
+        assert_eq!((g.shape(), g.dtype()), (t.shape(), t.dtype()));
+        let e = g.exp().unwrap_err().to_string();
+        assert!(e.contains("is on cuda:0; move it with .to_device(Device::Cpu) first"), "{e}");
+        // Moving between threads and back: the buffer is usable (and freed) from any thread.
+        let back = std::thread::scope(|s| s.spawn(|| g.to_device(Place::Cpu).unwrap()).join().unwrap());
+        assert_eq!(back.device(), Place::Cpu);
+        assert_eq!(format!("{back}"), format!("{t}"), "{:?}", t.dtype());
+    }
+}

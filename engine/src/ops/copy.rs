@@ -5,7 +5,7 @@ use crate::cpu::strided::map_rows;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::storage::{CpuElement, CpuStorage, Storage};
+use crate::storage::{CpuElement, CpuStorage};
 use crate::tensor::Tensor;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -52,7 +52,7 @@ impl Tensor {
         }
         let storage = {
             let guard = self.storage_read();
-            let Storage::Cpu(cpu) = &*guard;
+            let cpu = guard.cpu("contiguous")?;
             match self.dtype() {
                 DType::F32 => {
                     let d = f32::slice(cpu).unwrap_or(&[]);
@@ -89,7 +89,7 @@ impl Tensor {
         }
         let src = self.contiguous()?;
         let guard = src.storage_read();
-        let Storage::Cpu(cpu) = &*guard;
+        let cpu = guard.cpu("to_dtype")?;
         let (o, n) = (src.layout().offset(), src.numel());
         if let Some(d) = f32::slice(cpu) {
             // Narrowing straight from the source: no intermediate f32 copy.
