@@ -1,22 +1,9 @@
 //! `peft generate --model FILE.gguf` on the real SmolLM2-135M-Instruct (issue 8's reference
 //! continuation), `--chat` with the file's ChatML template, and the errors around a GGUF model.
 //! Needs `scripts/fetch-assets.sh` (CI runs it first); `PEFT_SKIP_REAL_MODELS=1` skips it.
+use integration_tests::smollm2;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn smollm2() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let assets = std::env::var("PEFT_ASSETS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("assets"));
-    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("PEFT_SKIP_REAL_MODELS").as_deref() == Ok("1") {
-        println!("skipped: PEFT_SKIP_REAL_MODELS=1 and no {}", path.display());
-        return None;
-    }
-    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
-}
 
 fn peft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the peft binary runs")

@@ -4,22 +4,9 @@
 //! adapter then loads onto the GGUF model again and reproduces the trained perplexity.
 //! Needs `scripts/fetch-assets.sh` (CI runs it first); `PEFT_SKIP_REAL_MODELS=1` skips it.
 use engine::io::SafeTensors;
+use integration_tests::smollm2;
 use peft::train::{self, Overrides, Summary};
 use std::path::{Path, PathBuf};
-
-fn smollm2() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let assets = std::env::var("PEFT_ASSETS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("assets"));
-    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("PEFT_SKIP_REAL_MODELS").as_deref() == Ok("1") {
-        println!("skipped: PEFT_SKIP_REAL_MODELS=1 and no {}", path.display());
-        return None;
-    }
-    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
-}
 
 /// Trains LoRA (r 4 on q_proj and v_proj of the first and last layers) for 6 steps on two lines
 /// of Romeo and Juliet, evaluated on the same lines; `qlora` loads the base with `load_in_4bit`.

@@ -63,3 +63,19 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The real SmolLM2-135M-Instruct GGUF file under `PEFT_ASSETS_DIR` (or the repository's `assets`);
+/// `None` (the test skips) when it is missing and `PEFT_SKIP_REAL_MODELS=1`, a panic otherwise.
+pub fn smollm2() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let assets = std::env::var("PEFT_ASSETS_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("assets"));
+    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("PEFT_SKIP_REAL_MODELS").as_deref() == Ok("1") {
+        println!("skipped: PEFT_SKIP_REAL_MODELS=1 and no {}", path.display());
+        return None;
+    }
+    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
+}
