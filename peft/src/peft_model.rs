@@ -577,27 +577,10 @@ impl PeftModel {
 
 /// A PEFT model is a model: generation, `peft forward` and evaluation take it as they take a base.
 impl Model for PeftModel {
-    fn config(&self) -> &engine::models::ModelConfig {
-        self.base.config()
-    }
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
         self.base.forward(input, cache)
     }
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
-        self.base.embed_tokens(ids)
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.base.named_parameters()
-    }
-    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
-        self.base.visit_parameters(f)
-    }
-    fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
-        self.base.visit_linears(f)
-    }
-    fn head_paths(&self) -> Vec<String> {
-        self.base.head_paths()
-    }
+    crate::method::forward_model_to_base!();
 }
 
 /// Whether parameter `name` belongs to the module at `path` (`classifier.bias` under `classifier`).

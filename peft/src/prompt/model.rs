@@ -16,7 +16,7 @@ use crate::peft_model::{copy_tensor, module_matches};
 use crate::train::config::{Task, CLASSIFIER_MODULES};
 use crate::train::data::{Batch, IGNORE_INDEX};
 use engine::io::{save_safetensors, SafeTensors};
-use engine::models::{ForwardInput, KvCache, Model, ModelConfig, ModelOutput};
+use engine::models::{ForwardInput, KvCache, Model, ModelOutput};
 use engine::nn::{HookedLinear, Linear};
 use engine::{DType, Error, Result, Tensor};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -440,9 +440,6 @@ fn load_encoder(c: &PromptEncoderConfig, dim: usize, path: &Path, n: usize) -> R
 }
 
 impl Model for PromptModel {
-    fn config(&self) -> &ModelConfig {
-        self.base.config()
-    }
     /// The base model's output for the real positions (the virtual ones dropped).
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ModelOutput> {
         let (out, placement) = self.forward_with_prompt(input, cache)?;
@@ -453,21 +450,7 @@ impl Model for PromptModel {
         };
         Ok(ModelOutput { hidden, logits })
     }
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
-        self.base.embed_tokens(ids)
-    }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.base.named_parameters()
-    }
-    fn visit_parameters(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
-        self.base.visit_parameters(f)
-    }
-    fn visit_linears(&mut self, f: &mut dyn FnMut(&str, &mut HookedLinear) -> Result<()>) -> Result<()> {
-        self.base.visit_linears(f)
-    }
-    fn head_paths(&self) -> Vec<String> {
-        self.base.head_paths()
-    }
+    crate::method::forward_model_to_base!();
 }
 
 impl AdapterModel for PromptModel {
