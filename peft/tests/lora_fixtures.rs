@@ -4,17 +4,7 @@ use engine::io::SafeTensors;
 use engine::models::{load, ForwardInput};
 use peft::{LoraConfig, PeftModel};
 
-use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest};
-
-/// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
-const MULTIPLE: f32 = 5.0;
-
-fn assert_within(name: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: sizes differ");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= MULTIPLE * (atol + rtol * w.abs()), "{name}[{i}]: got {g}, want {w}");
-    }
-}
+use integration_tests::{assert_grads, assert_within, fixtures_dir as fixtures, input_ids as ids, manifest};
 
 #[test]
 fn saved_peft_adapters_reproduce_peft_outputs() {
@@ -96,17 +86,7 @@ fn lora_gradients_match_pytorch() {
         let (rtol, atol) = (case["rtol"].as_f64().unwrap() as f32, case["atol"].as_f64().unwrap() as f32);
         assert_within(&format!("{name} loss"), &[loss.to_scalar().unwrap()], &[want_loss], rtol, atol);
         let grads = loss.backward().unwrap();
-        for (pname, t) in &params {
-            let g = grads.get(t).unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-            let want = expected.tensor_f32(&format!("grad.{pname}")).unwrap();
-            assert_within(
-                &format!("{name} grad {pname}"),
-                &g.to_vec_f32().unwrap(),
-                &want.to_vec_f32().unwrap(),
-                rtol,
-                atol,
-            );
-        }
+        assert_grads(name, &format!("{name} grad"), &grads, &params, &expected, rtol, atol);
         n += 1;
     }
     assert_eq!(n, 3);

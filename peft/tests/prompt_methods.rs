@@ -4,23 +4,13 @@
 use engine::io::{save_safetensors, SafeTensors};
 use engine::models::{load, ForwardInput, Model};
 use engine::Tensor;
-use integration_tests::{fixtures_dir as fixtures, input_ids as ids, manifest};
+use integration_tests::{assert_grads, assert_within, fixtures_dir as fixtures, input_ids as ids, manifest};
 use peft::method::{build_adapter_model, from_pretrained, load_adapter_model, AdapterModel};
 use peft::train::data::Batch;
 use peft::train::Task;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
-const MULTIPLE: f32 = 5.0;
-
-fn assert_within(name: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: sizes differ");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= MULTIPLE * (atol + rtol * w.abs()), "{name}[{i}]: got {g}, want {w}");
-    }
-}
 
 struct TempDir(PathBuf);
 impl TempDir {
@@ -181,17 +171,7 @@ fn loss_and_gradients_match_pytorch() {
         want_sorted.sort();
         assert_eq!(sorted, want_sorted, "{name}: PEFT's trainable parameter names");
         let (rtol, atol) = (case["rtol"].as_f64().unwrap() as f32, case["atol"].as_f64().unwrap() as f32);
-        for (pname, t) in &named {
-            let g = grads.get(t).unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-            let want = file.tensor_f32(&format!("grad.{pname}")).unwrap();
-            assert_within(
-                &format!("{name} {pname}"),
-                &g.to_vec_f32().unwrap(),
-                &want.to_vec_f32().unwrap(),
-                rtol,
-                atol,
-            );
-        }
+        assert_grads(name, name, &grads, &named, &file, rtol, atol);
     }
 }
 

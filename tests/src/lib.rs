@@ -1,5 +1,7 @@
 //! Shared helpers for the cross-crate integration tests: where the fixtures are, reading the
 //! manifest, comparing outputs.
+use engine::autograd::Grads;
+use engine::io::SafeTensors;
 use engine::Tensor;
 use std::path::PathBuf;
 
@@ -78,4 +80,33 @@ pub fn smollm2() -> Option<PathBuf> {
         return None;
     }
     panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
+}
+
+/// Our kernels sum in a different order from PyTorch: allow this multiple of the manifest's tolerances.
+pub const MULTIPLE: f32 = 5.0;
+
+/// Every element of `got` within [`MULTIPLE`] × (atol + rtol·|want|) of `want`.
+pub fn assert_within(name: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: sizes differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= MULTIPLE * (atol + rtol * w.abs()), "{name}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// The gradient of each of `params` (case `name`) against the fixture's `grad.PARAM` tensor in
+/// `expected`, with [`assert_within`]; a failure names `{label} PARAM`.
+pub fn assert_grads(
+    name: &str,
+    label: &str,
+    grads: &Grads,
+    params: &[(String, Tensor)],
+    expected: &SafeTensors,
+    rtol: f32,
+    atol: f32,
+) {
+    for (pname, t) in params {
+        let g = grads.get(t).unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+        let want = expected.tensor_f32(&format!("grad.{pname}")).unwrap();
+        assert_within(&format!("{label} {pname}"), &g.to_vec_f32().unwrap(), &want.to_vec_f32().unwrap(), rtol, atol);
+    }
 }
