@@ -8,6 +8,7 @@
 use super::{dequantize_into, GgmlType, GgufFile};
 use crate::error::{Error, Result};
 use crate::quant::{check_rows, PackedMatrix};
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -82,15 +83,15 @@ impl PackedMatrix for GgufMatrix {
     fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
         check_rows("GgufMatrix::dequantize_rows", self.shape, &rows, out.len())?;
         let cols = self.shape[1];
-        for (r, y) in rows.zip(out.chunks_exact_mut(cols)) {
+        // Rows in parallel, as the bitsandbytes matrices do: this runs inside every packed matmul.
+        rows.into_par_iter().zip(out.par_chunks_exact_mut(cols)).try_for_each(|(r, y)| {
             let src = self.file_row.as_ref().map_or(r, |o| o[r] as usize);
             let at = self.start + src * self.row_bytes;
             let bytes = self.map.get(at..at + self.row_bytes).ok_or_else(|| {
                 Error::invalid("GgufMatrix", format!("row {src} of `{}` is outside the mapped file", self.name))
             })?;
-            dequantize_into(self.ty, bytes, y, &self.name)?;
-        }
-        Ok(())
+            dequantize_into(self.ty, bytes, y, &self.name)
+        })
     }
 
     fn stored_bytes(&self) -> usize {

@@ -24,6 +24,27 @@ fn tile_rows(rows: usize, cols: usize) -> usize {
     t.min(rows).max(1)
 }
 
+/// Dequantizes `w` a tile of rows at a time into one buffer from the buffer cache (each call of
+/// a training step would otherwise fault in a fresh MiB per layer) and hands each tile
+/// `[r1 - r0, in]` to `f` with its row range.
+fn for_each_tile(w: &dyn PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) -> Result<()> {
+    let [out_f, in_f] = w.shape();
+    let t = tile_rows(out_f, in_f);
+    let mut tile = crate::cpu::pool::alloc_f32(t * in_f);
+    let mut result = Ok(());
+    for r0 in (0..out_f).step_by(t) {
+        let r1 = (r0 + t).min(out_f);
+        let buf = &mut tile[..(r1 - r0) * in_f];
+        if let Err(e) = w.dequantize_rows(r0..r1, buf) {
+            result = Err(e);
+            break;
+        }
+        f(r0, r1, buf);
+    }
+    crate::cpu::pool::give_back(tile);
+    result
+}
+
 /// `x [..., in] → [..., out]` with `w` of shape `[out, in]` and an optional bias `[out]`.
 pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor>) -> Result<Tensor> {
     let [out_f, in_f] = w.shape();
@@ -83,15 +104,10 @@ pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32])
     if rows == 0 || out_f == 0 {
         return Ok(());
     }
-    let t = tile_rows(out_f, in_f);
-    let mut tile = vec![0f32; t * in_f];
-    for r0 in (0..out_f).step_by(t) {
-        let r1 = (r0 + t).min(out_f);
-        let buf = &mut tile[..(r1 - r0) * in_f];
-        w.dequantize_rows(r0..r1, buf)?;
+    for_each_tile(w, |r0, r1, tile| {
         // B[k][j] = W[r0 + j][k]: the tile read transposed through strides.
-        sgemm(rows, r1 - r0, in_f, 1.0, x, in_f, 1, buf, 1, in_f, 0.0, &mut y[r0..], out_f, 1, Parallelism::Rayon);
-    }
+        sgemm(rows, r1 - r0, in_f, 1.0, x, in_f, 1, tile, 1, in_f, 0.0, &mut y[r0..], out_f, 1, Parallelism::Rayon);
+    })?;
     Ok(())
 }
 
@@ -100,16 +116,10 @@ pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) ->
     let [out_f, in_f] = w.shape();
     let gc = g.contiguous()?;
     let rows = gc.numel() / out_f.max(1);
-    let mut gx = crate::cpu::pool::alloc_f32(rows * in_f);
-    gx.iter_mut().for_each(|v| *v = 0.0);
+    let mut gx = crate::cpu::pool::alloc_f32_zeroed(rows * in_f);
     {
         let gs = gc.read::<f32>(OP)?;
-        let t = tile_rows(out_f, in_f);
-        let mut tile = vec![0f32; t * in_f];
-        for r0 in (0..out_f).step_by(t) {
-            let r1 = (r0 + t).min(out_f);
-            let buf = &mut tile[..(r1 - r0) * in_f];
-            w.dequantize_rows(r0..r1, buf)?;
+        for_each_tile(w, |r0, r1, tile| {
             sgemm(
                 rows,
                 in_f,
@@ -118,7 +128,7 @@ pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) ->
                 &gs[r0..],
                 out_f,
                 1,
-                buf,
+                tile,
                 in_f,
                 1,
                 1.0,
@@ -127,7 +137,7 @@ pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) ->
                 1,
                 Parallelism::Rayon,
             );
-        }
+        })?;
     }
     Tensor::from_vec(gx, x_shape)
 }
