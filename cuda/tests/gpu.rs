@@ -180,26 +180,7 @@ fn unary_ops_on_a_transposed_view() {
     let x: Vec<f32> = random(r * c, 6).iter().map(|v| v * 2.0 + 2.5).collect();
     let dx = dev.upload(&x).unwrap();
     let mut dy = dev.zeros::<f32>(r * c).unwrap();
-    let all = [
-        Unary::Neg,
-        Unary::Exp,
-        Unary::Log,
-        Unary::Relu,
-        Unary::GeluTanh,
-        Unary::GeluErf,
-        Unary::Silu,
-        Unary::Tanh,
-        Unary::Sigmoid,
-        Unary::Sqrt,
-        Unary::Rsqrt,
-        Unary::Abs,
-        Unary::Square,
-        Unary::Recip,
-        Unary::Scale,
-        Unary::AddScalar,
-        Unary::PowScalar,
-        Unary::Copy,
-    ];
+    let all = Unary::ALL;
     for op in all {
         ops::unary(&dev, &dx, &[1, r as isize], &mut dy, &[r, c], op, 1.5).unwrap();
         let want: Vec<f64> = (0..r * c).map(|i| unary_ref(op, f64::from(x[(i % c) * r + i / c]), 1.5)).collect();

@@ -25,6 +25,30 @@ pub enum Unary {
     Copy,
 }
 
+impl Unary {
+    /// Every op, in code order (what tests iterate over).
+    pub const ALL: [Unary; 18] = [
+        Unary::Neg,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Relu,
+        Unary::GeluTanh,
+        Unary::GeluErf,
+        Unary::Silu,
+        Unary::Tanh,
+        Unary::Sigmoid,
+        Unary::Sqrt,
+        Unary::Rsqrt,
+        Unary::Abs,
+        Unary::Square,
+        Unary::Recip,
+        Unary::Scale,
+        Unary::AddScalar,
+        Unary::PowScalar,
+        Unary::Copy,
+    ];
+}
+
 /// `binary_f32`'s op; the `*Bwd` ops take (forward input, output gradient) and give the input gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -72,26 +96,7 @@ mod tests {
     fn rust_op_codes_match_the_c_enums() {
         let ew = include_str!("../cu/elementwise.cu");
         let unary: Vec<String> = c_enum(ew, "U_NEG").iter().map(|s| camel(s)).collect();
-        let all_unary = [
-            Unary::Neg,
-            Unary::Exp,
-            Unary::Log,
-            Unary::Relu,
-            Unary::GeluTanh,
-            Unary::GeluErf,
-            Unary::Silu,
-            Unary::Tanh,
-            Unary::Sigmoid,
-            Unary::Sqrt,
-            Unary::Rsqrt,
-            Unary::Abs,
-            Unary::Square,
-            Unary::Recip,
-            Unary::Scale,
-            Unary::AddScalar,
-            Unary::PowScalar,
-            Unary::Copy,
-        ];
+        let all_unary = Unary::ALL;
         assert_eq!(unary.len(), all_unary.len());
         for (i, op) in all_unary.iter().enumerate() {
             assert_eq!(*op as usize, i);
