@@ -676,32 +676,7 @@ fn prompt_methods_train_and_resume_exactly() {
     ];
     for (model, task, rows, peft, files) in cases {
         let dir = TempDir::new("prompt-resume");
-        let extra = json!({"max_steps": 12, "save_steps": 5, "batch_size": 2, "gradient_accumulation_steps": 2,
-                           "learning_rate": 0.02, "logging_steps": 1});
-        let run = setup(dir.path(), model, task, &rows, &rows[..4], extra);
-        // the `peft` section is replaced whole: no LoRA keys left
-        let mut config: Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
-        config["peft"] = peft;
-        std::fs::write(&run, config.to_string()).unwrap();
-        let full = dir.path().join("full");
-        let s = train::run(&run, &Overrides { output_dir: Some(full.clone()), ..quiet() }).unwrap();
-        assert!(s.trainable_params > 0 && s.trainable_line.starts_with("trainable params"), "{model}");
-        let saved = all_adapter_bytes(&full.join("adapter"));
-        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, files, "{model}: the adapter folder's files");
-        let (before, after) = (s.eval_before["dev"].loss, s.eval_after["dev"].loss);
-        assert!(after < before, "{model}: dev loss {before} before training, {after} after");
-        let losses = train_losses(&full);
-        let resumed = dir.path().join("resumed");
-        let ckpt = full.join("checkpoint-5");
-        train::run(
-            &run,
-            &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt.display().to_string()), ..quiet() },
-        )
-        .unwrap();
-        assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
-        let resumed_losses = train_losses(&resumed);
-        assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
+        let (run, mut config, ckpt) = train_and_resume_exactly(dir.path(), model, task, &rows, peft, &files);
         // a run file whose prompt differs from the checkpoint's is refused
         config["peft"]["num_virtual_tokens"] = json!(config["peft"]["num_virtual_tokens"].as_u64().unwrap() + 1);
         if let Some(t) = config["peft"].get_mut("template") {
@@ -751,32 +726,7 @@ fn bottleneck_adapters_train_and_resume_exactly() {
     ];
     for (model, task, rows, peft, files) in cases {
         let dir = TempDir::new("bottleneck-resume");
-        let extra = json!({"max_steps": 12, "save_steps": 5, "batch_size": 2, "gradient_accumulation_steps": 2,
-                           "learning_rate": 0.02, "logging_steps": 1});
-        let run = setup(dir.path(), model, task, &rows, &rows[..4], extra);
-        // the `peft` section is replaced whole: no LoRA keys left
-        let mut config: Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
-        config["peft"] = peft;
-        std::fs::write(&run, config.to_string()).unwrap();
-        let full = dir.path().join("full");
-        let s = train::run(&run, &Overrides { output_dir: Some(full.clone()), ..quiet() }).unwrap();
-        assert!(s.trainable_params > 0 && s.trainable_line.starts_with("trainable params"), "{model}");
-        let saved = all_adapter_bytes(&full.join("adapter"));
-        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, files, "{model}: the adapter folder's files");
-        let (before, after) = (s.eval_before["dev"].loss, s.eval_after["dev"].loss);
-        assert!(after < before, "{model}: dev loss {before} before training, {after} after");
-        let losses = train_losses(&full);
-        let resumed = dir.path().join("resumed");
-        let ckpt = full.join("checkpoint-5");
-        train::run(
-            &run,
-            &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt.display().to_string()), ..quiet() },
-        )
-        .unwrap();
-        assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
-        let resumed_losses = train_losses(&resumed);
-        assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
+        train_and_resume_exactly(dir.path(), model, task, &rows, peft, &files);
     }
 }
 
@@ -815,4 +765,45 @@ fn text_pairs_and_text_initialized_prompts() {
     assert_eq!(table.to_vec_f32().unwrap(), want);
     // PEFT needs the tokenizer named in a TEXT config to load it
     assert_eq!(m.adapter_config_json()["tokenizer_name_or_path"], json!(model.display().to_string()));
+}
+
+/// Trains `peft` (a whole `peft` section) on a fixture model for 12 steps with a checkpoint at 5,
+/// checks the adapter folder holds `files`, the dev loss fell, and resuming from the checkpoint
+/// ends at the same adapter bytes and logged losses. Returns the run file, its JSON and the
+/// checkpoint.
+fn train_and_resume_exactly(
+    dir: &Path,
+    model: &str,
+    task: &str,
+    rows: &[Value],
+    peft: Value,
+    files: &[&str],
+) -> (PathBuf, Value, PathBuf) {
+    let extra = json!({"max_steps": 12, "save_steps": 5, "batch_size": 2, "gradient_accumulation_steps": 2,
+               "learning_rate": 0.02, "logging_steps": 1});
+    let run = setup(dir, model, task, rows, &rows[..4], extra);
+    // the `peft` section is replaced whole: no LoRA keys left
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
+    config["peft"] = peft;
+    std::fs::write(&run, config.to_string()).unwrap();
+    let full = dir.join("full");
+    let s = train::run(&run, &Overrides { output_dir: Some(full.clone()), ..quiet() }).unwrap();
+    assert!(s.trainable_params > 0 && s.trainable_line.starts_with("trainable params"), "{model}");
+    let saved = all_adapter_bytes(&full.join("adapter"));
+    let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, files, "{model}: the adapter folder's files");
+    let (before, after) = (s.eval_before["dev"].loss, s.eval_after["dev"].loss);
+    assert!(after < before, "{model}: dev loss {before} before training, {after} after");
+    let losses = train_losses(&full);
+    let resumed = dir.join("resumed");
+    let ckpt = full.join("checkpoint-5");
+    train::run(
+        &run,
+        &Overrides { output_dir: Some(resumed.clone()), resume_from: Some(ckpt.display().to_string()), ..quiet() },
+    )
+    .unwrap();
+    assert!(all_adapter_bytes(&resumed.join("adapter")) == saved, "{model}: the resumed run ended elsewhere");
+    let resumed_losses = train_losses(&resumed);
+    assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
+    (run, config, ckpt)
 }
