@@ -19,12 +19,13 @@ fn driver_err(what: impl Into<String>) -> impl FnOnce(cust::error::CudaError) ->
 }
 
 /// Element types a [`Buffer`] holds (bf16/f16 are stored as their `u16` bits).
-pub trait Element: DeviceCopy + Copy + Default + 'static {}
+pub trait Element: DeviceCopy + bytemuck::Pod + Default + 'static {}
 impl Element for f32 {}
 impl Element for u16 {}
 impl Element for u32 {}
 impl Element for i32 {}
 impl Element for u8 {}
+impl Element for i64 {}
 
 /// A GPU with its own context and stream, current on the thread that created it. Kernels are launched
 /// in order on the one stream; modules are loaded (JIT-compiled by the driver) on first use.
@@ -89,9 +90,25 @@ impl Device {
     /// A zero-filled buffer of `len` elements.
     pub fn zeros<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
         // One element at least: a zero-size allocation is an error for the driver.
-        let zeros = vec![T::default(); len.max(1)];
-        let inner = DeviceBuffer::from_slice(&zeros).map_err(driver_err(format!("allocate {len} elements")))?;
+        let inner = DeviceBuffer::zeroed(len.max(1)).map_err(driver_err(format!("allocate {len} elements")))?;
         Ok(Buffer { inner, len, device: self.raw_device()? })
+    }
+
+    /// A buffer of `len` elements whose contents are unspecified: for outputs a kernel overwrites whole.
+    pub fn alloc<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
+        // SAFETY: `Element` types are plain old data, valid for any bit pattern; callers write every
+        // element (a kernel's whole output) before reading.
+        let inner = unsafe { DeviceBuffer::uninitialized(len.max(1)) }
+            .map_err(driver_err(format!("allocate {len} elements")))?;
+        Ok(Buffer { inner, len, device: self.raw_device()? })
+    }
+
+    /// A new buffer holding a copy of `src` (device to device).
+    pub fn duplicate<T: Element>(&self, src: &Buffer<T>) -> Result<Buffer<T>> {
+        let mut out = self.alloc::<T>(src.len)?;
+        self.synchronize()?;
+        out.inner.copy_from(&src.inner).map_err(driver_err("copy device to device"))?;
+        Ok(out)
     }
 
     /// A buffer holding a copy of `data`.
@@ -185,5 +202,10 @@ impl<T: Element> Buffer<T> {
     /// The device address, as a launch argument.
     pub fn arg(&self) -> Arg {
         Arg::Ptr(self.inner.as_device_ptr().as_raw())
+    }
+
+    /// The address of element `offset` (callers check it is in bounds), as a launch argument.
+    pub fn arg_at(&self, offset: usize) -> Arg {
+        Arg::Ptr(self.inner.as_device_ptr().as_raw() + (offset * std::mem::size_of::<T>()) as u64)
     }
 }

@@ -98,52 +98,54 @@ fn layout(op: &'static str, shape: &[usize], sa: &[isize], sb: &[isize]) -> Resu
     })
 }
 
-/// y (contiguous, `shape`) = op(x viewed with `strides`, scalar).
-pub fn unary(
-    dev: &Device,
-    x: &Buffer<f32>,
-    strides: &[isize],
-    y: &mut Buffer<f32>,
-    shape: &[usize],
-    op: Unary,
-    scalar: f32,
-) -> Result<()> {
-    let l = layout("unary", shape, strides, strides)?;
+/// A strided f32 operand: `buf` read from element `offset` with `strides` (0 = broadcast).
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a> {
+    pub buf: &'a Buffer<f32>,
+    pub offset: usize,
+    pub strides: &'a [isize],
+}
+
+impl<'a> Strided<'a> {
+    /// `buf` from its first element.
+    pub fn new(buf: &'a Buffer<f32>, strides: &'a [isize]) -> Self {
+        Strided { buf, offset: 0, strides }
+    }
+
+    /// Checks the elements `shape` reaches fit in the buffer; the kernel argument (address of `offset`).
+    fn checked_arg(&self, op: &'static str, what: &str, shape: &[usize]) -> Result<Arg> {
+        let ext = strided_extent(shape, self.strides)
+            .and_then(|e| e.checked_add(self.offset))
+            .ok_or_else(|| Error::invalid(op, format!("{what}: negative or huge strides {:?}", self.strides)))?;
+        need(op, what, self.buf, ext)?;
+        Ok(self.buf.arg_at(self.offset))
+    }
+}
+
+/// y (contiguous, `shape`) = op(x, scalar) with x strided.
+pub fn unary(dev: &Device, x: Strided, y: &mut Buffer<f32>, shape: &[usize], op: Unary, scalar: f32) -> Result<()> {
+    let l = layout("unary", shape, x.strides, x.strides)?;
     let n: usize = shape.iter().product();
-    let ext = strided_extent(shape, strides).ok_or_else(|| Error::invalid("unary", "negative or huge strides"))?;
-    need("unary", "x", x, ext)?;
+    let xa = x.checked_arg("unary", "x", shape)?;
     need("unary", "y", y, n)?;
-    let args = [
-        x.arg(),
-        y.arg(),
-        Arg::Bytes(l.to_bytes().to_vec()),
-        Arg::U64(n as u64),
-        Arg::U32(op as u32),
-        Arg::F32(scalar),
-    ];
+    if n == 0 {
+        return Ok(());
+    }
+    let args =
+        [xa, y.arg(), Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64), Arg::U32(op as u32), Arg::F32(scalar)];
     dev.launch(&sig::UNARY_F32, elementwise_grid(n), BLOCK, &args)
 }
 
-/// out (contiguous, `shape`) = op(a, b) with a and b viewed through their strides (0 = broadcast).
-#[allow(clippy::too_many_arguments)]
-pub fn binary(
-    dev: &Device,
-    a: &Buffer<f32>,
-    a_strides: &[isize],
-    b: &Buffer<f32>,
-    b_strides: &[isize],
-    out: &mut Buffer<f32>,
-    shape: &[usize],
-    op: Binary,
-) -> Result<()> {
-    let l = layout("binary", shape, a_strides, b_strides)?;
+/// out (contiguous, `shape`) = op(a, b) with a and b strided (stride 0 = broadcast).
+pub fn binary(dev: &Device, a: Strided, b: Strided, out: &mut Buffer<f32>, shape: &[usize], op: Binary) -> Result<()> {
+    let l = layout("binary", shape, a.strides, b.strides)?;
     let n: usize = shape.iter().product();
-    let bad = || Error::invalid("binary", "negative or huge strides");
-    need("binary", "a", a, strided_extent(shape, a_strides).ok_or_else(bad)?)?;
-    need("binary", "b", b, strided_extent(shape, b_strides).ok_or_else(bad)?)?;
+    let (aa, ba) = (a.checked_arg("binary", "a", shape)?, b.checked_arg("binary", "b", shape)?);
     need("binary", "out", out, n)?;
-    let args =
-        [a.arg(), b.arg(), out.arg(), Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64), Arg::U32(op as u32)];
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [aa, ba, out.arg(), Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64), Arg::U32(op as u32)];
     dev.launch(&sig::BINARY_F32, elementwise_grid(n), BLOCK, &args)
 }
 

@@ -5,7 +5,7 @@
 //! printing why, unless REQUIRE_GPU=1, where a missing GPU fails them.
 #![cfg(feature = "driver")]
 
-use cuda::ops::{self, AdamW, CrossEntropy, Norm, Rope};
+use cuda::ops::{self, AdamW, CrossEntropy, Norm, Rope, Strided};
 use cuda::{Device, GemmShape};
 use kernels::ops::{Binary, Reduce, Unary};
 
@@ -182,7 +182,7 @@ fn unary_ops_on_a_transposed_view() {
     let mut dy = dev.zeros::<f32>(r * c).unwrap();
     let all = Unary::ALL;
     for op in all {
-        ops::unary(&dev, &dx, &[1, r as isize], &mut dy, &[r, c], op, 1.5).unwrap();
+        ops::unary(&dev, Strided::new(&dx, &[1, r as isize]), &mut dy, &[r, c], op, 1.5).unwrap();
         let want: Vec<f64> = (0..r * c).map(|i| unary_ref(op, f64::from(x[(i % c) * r + i / c]), 1.5)).collect();
         close(&format!("{op:?}"), &dev.download(&dy).unwrap(), &want, 1e-5);
     }
@@ -197,7 +197,8 @@ fn binary_ops_with_broadcasting() {
     let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
     let mut out = dev.zeros::<f32>(r * c).unwrap();
     for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::Min, Binary::Pow] {
-        ops::binary(&dev, &da, &[c as isize, 1], &db, &[0, 1], &mut out, &[r, c], op).unwrap();
+        ops::binary(&dev, Strided::new(&da, &[c as isize, 1]), Strided::new(&db, &[0, 1]), &mut out, &[r, c], op)
+            .unwrap();
         let want: Vec<f64> = (0..r * c)
             .map(|i| {
                 let (x, y) = (f64::from(a[i]), f64::from(b[i % c]));
@@ -225,7 +226,8 @@ fn binary_ops_with_broadcasting() {
         (Binary::TanhBwd, Unary::Tanh),
         (Binary::SigmoidBwd, Unary::Sigmoid),
     ] {
-        ops::binary(&dev, &dx, &[c as isize, 1], &db, &[0, 1], &mut out, &[r, c], op).unwrap();
+        ops::binary(&dev, Strided::new(&dx, &[c as isize, 1]), Strided::new(&db, &[0, 1]), &mut out, &[r, c], op)
+            .unwrap();
         let h = 1e-5;
         let want: Vec<f64> = (0..r * c)
             .map(|i| {

@@ -2,10 +2,10 @@
 //! with hand-written backward passes, a SIMD + rayon CPU backend, nn layers and optimizers.
 pub mod autograd;
 pub mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda_storage;
 pub mod dtype;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod gradcheck;
 pub mod io;
 pub mod layout;

@@ -55,7 +55,7 @@ impl MappedBuffer {
 pub enum Storage {
     Cpu(CpuStorage),
     #[cfg(feature = "cuda")]
-    Cuda(crate::cuda_storage::CudaStorage),
+    Cuda(crate::gpu::CudaStorage),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +64,21 @@ pub enum Device {
     /// GPU `n` (feature `cuda`); tensors get there with `Tensor::to_device`.
     #[cfg(feature = "cuda")]
     Cuda(u32),
+}
+
+/// The one device all `inputs` are on; tensors on different devices are an error naming both.
+pub(crate) fn common_device(op: &'static str, inputs: &[&crate::Tensor]) -> crate::Result<Device> {
+    let mut it = inputs.iter().map(|t| t.device());
+    let first = it.next().unwrap_or(Device::Cpu);
+    for d in it {
+        if d != first {
+            return Err(crate::Error::invalid(
+                op,
+                format!("inputs are on {first:?} and {d:?}; move them to one device"),
+            ));
+        }
+    }
+    Ok(first)
 }
 
 impl Storage {

@@ -77,11 +77,41 @@ impl Tensor {
     }
 
     /// The result of an op: records `node` on the tape when grad mode is on and an input tracks.
+    /// A contiguous tensor over `storage` (on any device), with no autograd history.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_any_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        let dtype = match &storage {
+            Storage::Cpu(c) => c.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(g) => g.buf.dtype(),
+        };
+        Tensor::from_parts(Arc::new(RwLock::new(storage)), Layout::contiguous(shape), dtype, Track::None)
+    }
+
     pub(crate) fn from_op(storage: CpuStorage, shape: &[usize], node: Option<Node>) -> Tensor {
         let t = Tensor::from_storage(storage, shape);
         match node {
             Some(n) => t.with_node(n),
             None => t,
+        }
+    }
+
+    /// The same tensor: without the `cuda` feature the host is the only device.
+    #[cfg(not(feature = "cuda"))]
+    pub fn to_device(&self, _device: Device) -> Result<Tensor> {
+        Ok(self.clone())
+    }
+
+    /// Moves `self` to the device of `other` (a no-op when they already share one).
+    pub fn to_device_of(&self, other: &Tensor) -> Result<Tensor> {
+        self.to_device(other.device())
+    }
+
+    /// `self` with `node` as its history when there is one.
+    pub(crate) fn with_node_opt(self, node: Option<Node>) -> Tensor {
+        match node {
+            Some(n) => self.with_node(n),
+            None => self,
         }
     }
 

@@ -102,7 +102,7 @@ fn norms_activations_and_reductions_match_the_engine() {
         (Unary::Tanh, x.tanh().unwrap()),
         (Unary::Sigmoid, x.sigmoid().unwrap()),
     ] {
-        ops::unary(&dev, &gx, &strides, &mut y, &[rows, cols], op, 0.0).unwrap();
+        ops::unary(&dev, ops::Strided::new(&gx, &strides), &mut y, &[rows, cols], op, 0.0).unwrap();
         close(&format!("{op:?}"), &dev.download(&y).unwrap(), &want, 1e-5);
     }
     let mut r = dev.zeros::<f32>(cols).unwrap();

@@ -1,11 +1,13 @@
 //! Broadcasting binary ops (NumPy rules): forward, backward, kernels in `cpu.rs`.
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use self::cpu::BinaryKernel;
 use crate::autograd::record;
 use crate::error::Result;
 use crate::layout::broadcast_shapes;
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use wide::f32x8;
 
@@ -58,16 +60,20 @@ impl Tensor {
         let (a, b) = (self.float_input(op)?, rhs.float_input(op)?);
         let shape = broadcast_shapes(op, a.shape(), b.shape())?;
         let (la, lb) = (a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
-        let out = {
-            let (ad, bd) = (a.read_all::<f32>(op)?, b.read_all::<f32>(op)?);
-            cpu::map::<K>(&ad, &la, &bd, &lb, &shape)
+        let out = match common_device(op, &[&a, &b])? {
+            Device::Cpu => {
+                let (ad, bd) = (a.read_all::<f32>(op)?, b.read_all::<f32>(op)?);
+                Tensor::from_op(CpuStorage::F32(cpu::map::<K>(&ad, &la, &bd, &lb, &shape)), &shape, None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::map(op, o, (&a, &la), (&b, &lb), &shape)?,
         };
         let (ia, ib) = (a.clone(), b.clone());
         let node = record(op, &[&a, &b], move |out, g| {
             let (ga, gb) = backward(&ia, &ib, out, g)?;
             Ok(vec![ga, gb])
         });
-        Ok(Tensor::from_op(CpuStorage::F32(out), &shape, node))
+        Ok(out.with_node_opt(node))
     }
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {

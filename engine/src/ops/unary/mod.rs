@@ -1,11 +1,13 @@
 //! Elementwise unary ops: forward, backward, and (in `cpu.rs`) their kernels.
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use self::cpu::UnaryKernel;
 use crate::autograd::record;
 use crate::error::Result;
 use crate::ops::binary::cpu::BinaryKernel;
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use wide::f32x8;
 
@@ -129,71 +131,83 @@ grad_kernel!(GeluTanhGrad, |x, g| {
 });
 
 impl Tensor {
+    /// `params` are the op's scalars, for the GPU launch (see `cuda::launches`).
     fn unary<K: UnaryKernel>(
         &self,
         op: &'static str,
         k: K,
+        #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] params: [f32; 2],
         backward: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         let x = self.float_input(op)?;
-        let out = {
-            let data = x.read_all::<f32>(op)?;
-            cpu::map(&k, &data, x.layout())
+        let out = match x.device() {
+            Device::Cpu => {
+                let data = x.read_all::<f32>(op)?;
+                Tensor::from_op(CpuStorage::F32(cpu::map(&k, &data, x.layout())), self.shape(), None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::map(op, o, &x, params)?,
         };
         let input = x.clone();
         let node = record(op, &[&x], move |out, g| Ok(vec![Some(backward(&input, out, g)?)]));
-        Ok(Tensor::from_op(CpuStorage::F32(out), self.shape(), node))
+        Ok(out.with_node_opt(node))
     }
 
-    /// `x` and the gradient through a derivative kernel.
-    fn grad_via<K: BinaryKernel>(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    /// `x` and the gradient through a derivative kernel (`op` names it for the GPU: `relu_bwd`, ...).
+    fn grad_via<K: BinaryKernel>(op: &'static str, x: &Tensor, g: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
         let gc = g.contiguous()?;
-        let out = {
-            let (xd, gd) = (x.read_all::<f32>("backward")?, gc.read_all::<f32>("backward")?);
-            crate::ops::binary::cpu::map::<K>(&xd, x.layout(), &gd, gc.layout(), &shape)
-        };
-        Tensor::from_vec(out, &shape)
+        match common_device(op, &[x, &gc])? {
+            Device::Cpu => {
+                let out = {
+                    let (xd, gd) = (x.read_all::<f32>(op)?, gc.read_all::<f32>(op)?);
+                    crate::ops::binary::cpu::map::<K>(&xd, x.layout(), &gd, gc.layout(), &shape)
+                };
+                Tensor::from_vec(out, &shape)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => crate::ops::binary::cuda::map(op, o, (x, x.layout()), (&gc, gc.layout()), &shape),
+        }
     }
 
     pub fn neg(&self) -> Result<Tensor> {
-        self.unary("neg", Neg, |_, _, g| g.neg())
+        self.unary("neg", Neg, [0.0; 2], |_, _, g| g.neg())
     }
     pub fn exp(&self) -> Result<Tensor> {
-        self.unary("exp", Exp, |_, out, g| g.mul(out))
+        self.unary("exp", Exp, [0.0; 2], |_, out, g| g.mul(out))
     }
     pub fn log(&self) -> Result<Tensor> {
-        self.unary("log", Log, |x, _, g| g.div(x))
+        self.unary("log", Log, [0.0; 2], |x, _, g| g.div(x))
     }
     pub fn sqrt(&self) -> Result<Tensor> {
-        self.unary("sqrt", Sqrt, |_, out, g| g.div(&out.affine(2.0, 0.0)?))
+        self.unary("sqrt", Sqrt, [0.0; 2], |_, out, g| g.div(&out.affine(2.0, 0.0)?))
     }
     pub fn recip(&self) -> Result<Tensor> {
-        self.unary("recip", Recip, |_, out, g| g.mul(&out.sqr()?)?.neg())
+        self.unary("recip", Recip, [0.0; 2], |_, out, g| g.mul(&out.sqr()?)?.neg())
     }
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary("tanh", Tanh, |_, out, g| g.mul(&out.sqr()?.affine(-1.0, 1.0)?))
+        self.unary("tanh", Tanh, [0.0; 2], |_, out, g| g.mul(&out.sqr()?.affine(-1.0, 1.0)?))
     }
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.unary("sigmoid", Sigmoid, |_, out, g| g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?))
+        self.unary("sigmoid", Sigmoid, [0.0; 2], |_, out, g| g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?))
     }
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary("relu", Relu, |x, _, g| Tensor::grad_via::<ReluGrad>(x, g))
+        self.unary("relu", Relu, [0.0; 2], |x, _, g| Tensor::grad_via::<ReluGrad>("relu_bwd", x, g))
     }
     pub fn silu(&self) -> Result<Tensor> {
-        self.unary("silu", Silu, |x, _, g| Tensor::grad_via::<SiluGrad>(x, g))
+        self.unary("silu", Silu, [0.0; 2], |x, _, g| Tensor::grad_via::<SiluGrad>("silu_bwd", x, g))
     }
     /// GELU with the exact erf (`nn.GELU()`, BERT's "gelu").
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary("gelu", GeluErf, |x, _, g| Tensor::grad_via::<GeluErfGrad>(x, g))
+        self.unary("gelu", GeluErf, [0.0; 2], |x, _, g| Tensor::grad_via::<GeluErfGrad>("gelu_bwd", x, g))
     }
     /// GELU with the tanh approximation (`nn.GELU("tanh")`, GPT-2's "gelu_new").
     pub fn gelu_tanh(&self) -> Result<Tensor> {
-        self.unary("gelu_tanh", GeluTanh, |x, _, g| Tensor::grad_via::<GeluTanhGrad>(x, g))
+        self.unary("gelu_tanh", GeluTanh, [0.0; 2], |x, _, g| Tensor::grad_via::<GeluTanhGrad>("gelu_tanh_bwd", x, g))
     }
     /// `x · mul + add`.
     pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
-        self.unary("affine", Affine { mul, add }, move |_, _, g| g.affine(mul, 0.0))
+        self.unary("affine", Affine { mul, add }, [mul, add], move |_, _, g| g.affine(mul, 0.0))
     }
     pub fn add_scalar(&self, s: f32) -> Result<Tensor> {
         self.affine(1.0, s)
@@ -203,7 +217,7 @@ impl Tensor {
     }
     /// `x^e` elementwise.
     pub fn powf(&self, e: f32) -> Result<Tensor> {
-        self.unary("powf", Powf(e), move |x, _, g| g.mul(&x.powf(e - 1.0)?.affine(e, 0.0)?))
+        self.unary("powf", Powf(e), [e, 0.0], move |x, _, g| g.mul(&x.powf(e - 1.0)?.affine(e, 0.0)?))
     }
     pub fn sqr(&self) -> Result<Tensor> {
         self.powf(2.0)

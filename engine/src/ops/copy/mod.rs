@@ -1,5 +1,8 @@
 //! Materializing copies: `contiguous`, dtype casts, and writing a gradient into a zero-padded
 //! tensor (the backward of `narrow`).
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::{needs_grad, record};
 use crate::cpu::strided::map_rows;
 use crate::dtype::DType;
@@ -50,6 +53,11 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if let crate::Device::Cuda(o) = self.device() {
+            let node = record("contiguous", &[self], |_, g| Ok(vec![Some(g.clone())]));
+            return Ok(cuda::contiguous(o, self)?.with_node_opt(node));
+        }
         let storage = {
             let guard = self.storage_read();
             let cpu = guard.cpu("contiguous")?;
@@ -86,6 +94,10 @@ impl Tensor {
                 "to_dtype",
                 format!("cannot record a cast {:?} -> {dtype:?}: gradients only flow through f32", self.dtype()),
             ));
+        }
+        #[cfg(feature = "cuda")]
+        if let crate::Device::Cuda(o) = self.device() {
+            return cuda::to_dtype(o, self, dtype);
         }
         let src = self.contiguous()?;
         let guard = src.storage_read();
