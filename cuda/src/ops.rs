@@ -79,6 +79,15 @@ pub fn gemm_half(
     dev.launch(kernel, grid, BLOCK, &gemm_args(a, b, c, g))
 }
 
+/// Sets the first `n` elements of `y` to `value`.
+pub fn fill(dev: &Device, y: &mut Buffer<f32>, n: usize, value: f32) -> Result<()> {
+    need("fill", "y", y, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(&sig::FILL_F32, elementwise_grid(n), BLOCK, &[y.arg(), Arg::U64(n as u64), Arg::F32(value)])
+}
+
 /// Max element offset + 1 a strided input reaches over `shape` (strides non-negative).
 fn strided_extent(shape: &[usize], strides: &[isize]) -> Option<usize> {
     if shape.contains(&0) {

@@ -169,11 +169,31 @@ impl Tensor {
         Ok(Tensor::from_storage(s, shape))
     }
 
-    pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape(), self.dtype())
+    /// Zeros of `self`'s shape and dtype, on `self`'s device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros_on(self.shape(), self.dtype(), self.device())
     }
 
-    /// `start, start+step, …` below `end` (f32), like `torch.arange`.
+    /// Zeros on `device`.
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(0.0, shape, dtype, device)
+    }
+
+    /// `value` everywhere, on `device` (f32 is filled there; other dtypes are made on the host and moved).
+    pub fn full_on(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let (Device::Cuda(o), DType::F32) = (device, dtype) {
+            let n: usize = shape.iter().product();
+            let buf = crate::gpu::with_device("full", o, |d| {
+                let mut b = d.alloc::<f32>(n)?;
+                cuda::ops::fill(d, &mut b, n, value as f32)?;
+                Ok(b)
+            })?;
+            return Ok(Tensor::from_gpu(buf, o, shape, None));
+        }
+        Tensor::full(value, shape, dtype)?.to_device(device)
+    }
+
     pub fn arange(start: f32, end: f32, step: f32) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
             return Err(Error::invalid("arange", format!("bad range {start}..{end} step {step}")));

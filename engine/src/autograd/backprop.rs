@@ -110,7 +110,7 @@ pub fn backward(root: &Tensor) -> Result<Grads> {
     let _g = no_grad();
     let mut order = topological_order(root)?;
     let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-    grads.insert(root.id(), Tensor::ones(root.shape(), crate::DType::F32)?.to_device(root.device())?);
+    grads.insert(root.id(), Tensor::full_on(1.0, root.shape(), crate::DType::F32, root.device())?);
     let mut out = Grads::new();
     // Outputs come last: popping walks the graph backwards and lets go of each tensor after use.
     while let Some(t) = order.pop() {

@@ -7,3 +7,8 @@
 
 mod common;
 mod elementwise;
+mod layers;
+mod matmul;
+mod models;
+mod reduce;
+mod select;

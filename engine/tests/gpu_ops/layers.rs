@@ -1,0 +1,1 @@
+//! Norms, RoPE, embedding/index ops, dropout and the optimizers on the GPU.

@@ -1,0 +1,1 @@
+//! Whole models on the GPU: forward and a LoRA training step against the host.

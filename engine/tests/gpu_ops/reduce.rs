@@ -1,0 +1,1 @@
+//! Reductions, sum_to, softmax / log-softmax and cross-entropy on the GPU.

@@ -1,0 +1,1 @@
+//! where_cond / masked_fill, comparisons, cat / stack and narrow backward on the GPU.
