@@ -81,6 +81,36 @@ pub(crate) fn common_device(op: &'static str, inputs: &[&crate::Tensor]) -> crat
     Ok(first)
 }
 
+impl Device {
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`, as PyTorch spells devices. CUDA needs the `cuda` feature.
+    pub fn parse(s: &str) -> crate::Result<Device> {
+        let bad = |why: &str| crate::Error::invalid("device", format!("`{s}`: {why}"));
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                #[cfg(feature = "cuda")]
+                Some(n) => n.parse().map(Device::Cuda).map_err(|_| bad("the GPU index must be a number")),
+                #[cfg(not(feature = "cuda"))]
+                Some(_) => Err(bad("this build has no CUDA backend (build with `--features cuda`)")),
+                None if s == "cuda" => Err(bad("this build has no CUDA backend (build with `--features cuda`)")),
+                None => Err(bad("expected cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 impl Storage {
     /// The host storage; a tensor on another device is an error naming it (move it with `to_device`).
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]

@@ -102,6 +102,12 @@ impl Tensor {
         Ok(self.clone())
     }
 
+    /// Nothing to move: without the `cuda` feature the host is the only device.
+    #[cfg(not(feature = "cuda"))]
+    pub fn move_storage(&self, _device: Device) -> Result<()> {
+        Ok(())
+    }
+
     /// Moves `self` to the device of `other` (a no-op when they already share one).
     pub fn to_device_of(&self, other: &Tensor) -> Result<Tensor> {
         self.to_device(other.device())
@@ -399,6 +405,10 @@ impl Tensor {
     pub fn to_vec<T: CpuElement>(&self) -> Result<Vec<T>> {
         if self.dtype() != T::DTYPE {
             return Err(Error::DType { op: "to_vec", expected: T::DTYPE, got: self.dtype() });
+        }
+        // Reading values out is an explicit host read on any device (PyTorch's `tolist()`).
+        if self.device() != Device::Cpu {
+            return self.to_device(Device::Cpu)?.to_vec();
         }
         let guard = self.storage_read();
         let data = T::slice(guard.cpu("to_vec")?).unwrap_or(&[]);

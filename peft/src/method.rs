@@ -95,6 +95,14 @@ macro_rules! forward_model_to_base {
 pub(crate) use forward_model_to_base;
 
 /// PEFT's `print_trainable_parameters` line.
+/// Moves the base model's parameters and the adapter's trainable tensors to `device`, in place.
+pub fn move_to_device(model: &mut dyn AdapterModel, device: engine::Device) -> Result<()> {
+    for (_, t) in model.trainable_parameters() {
+        t.move_storage(device)?;
+    }
+    engine::models::move_to_device(model, device)
+}
+
 pub fn trainable_line(trainable: usize, all: usize) -> String {
     format!(
         "trainable params: {} || all params: {} || trainable%: {:.4}",

@@ -86,3 +86,29 @@ impl Tensor {
         }
     }
 }
+
+impl Tensor {
+    /// Moves the storage under `self` to `device` in place: every tensor sharing it (views, tied
+    /// weights, GPT-2's transposed Conv1D weights) moves with it, keeping its layout, id and whether
+    /// it requires grad. This is how a model's parameters move (`models::move_to_device`). Fails,
+    /// changing nothing, if the copy fails.
+    pub fn move_storage(&self, device: Device) -> Result<()> {
+        if self.device() == device {
+            return Ok(());
+        }
+        let mut guard = self.storage_write();
+        let moved = match (&*guard, device) {
+            (Storage::Cpu(cpu), Device::Cuda(to)) => {
+                Storage::Cuda(CudaStorage::new(upload(to, cpu, 0, cpu.len())?, to))
+            }
+            (Storage::Cuda(g), Device::Cpu) => Storage::Cpu(download(g.ordinal(), &g.buf)?),
+            (Storage::Cuda(g), Device::Cuda(to)) => {
+                let host = download(g.ordinal(), &g.buf)?;
+                Storage::Cuda(CudaStorage::new(upload(to, &host, 0, host.len())?, to))
+            }
+            (Storage::Cpu(_), Device::Cpu) => return Ok(()),
+        };
+        *guard = moved;
+        Ok(())
+    }
+}

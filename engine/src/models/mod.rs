@@ -142,6 +142,13 @@ pub trait Model: Send + Sync {
 /// Loads a model folder: `config.json` picks the architecture, weights come from
 /// `model.safetensors` or a sharded index. A `.gguf` file (llama.cpp's, LLaMA architecture) loads
 /// as the Hugging Face model it was converted from, dequantized to f32.
+/// Moves every parameter of `model` to `device`, in place (tied weights and views move together; see
+/// `Tensor::move_storage`). Inputs stay where the caller makes them: token ids and masks may stay on
+/// the host.
+pub fn move_to_device(model: &mut dyn Model, device: crate::Device) -> Result<()> {
+    model.visit_parameters(&mut |_, t| t.move_storage(device))
+}
+
 pub fn load(dir: impl AsRef<Path>) -> Result<Box<dyn Model>> {
     load_as(dir, None, None)
 }

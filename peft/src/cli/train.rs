@@ -30,6 +30,10 @@ pub struct TrainArgs {
     pub load_in_4bit: bool,
     #[command(flatten)]
     pub quant: super::quantize::QuantOptions,
+    /// Train on this device: cpu, cuda or cuda:N (replaces the file's `device`; CUDA needs a build
+    /// with `--features cuda`).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 pub fn run(args: &TrainArgs) -> CliResult<()> {
@@ -53,6 +57,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         } else {
             None
         },
+        device: args.device.clone(),
     };
     let summary = train::run(&args.config, &overrides)?;
     if args.quiet {

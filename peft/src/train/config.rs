@@ -225,6 +225,10 @@ pub struct TrainConfig {
     /// to 4 bits while loading and stay frozen; the adapter trains on top.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization_config: Option<Value>,
+    /// Where the model trains: `cpu` (default), `cuda` or `cuda:N` (needs a build with `--features
+    /// cuda`). The base model and the adapter move there after loading; data stay on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// The PEFT classifier heads PEFT adds to `modules_to_save` for classification tasks.
@@ -270,6 +274,11 @@ impl TrainConfig {
     }
 
     /// Checks the values (not the files).
+    /// The device the run asks for (`device`), the host by default.
+    pub fn device(&self) -> Result<engine::Device> {
+        self.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)
+    }
+
     /// The 4-bit loading the run asks for (`quantization_config` with `load_in_4bit`), if any.
     pub fn bnb_4bit(&self) -> Result<Option<engine::quant::Bnb4bitConfig>> {
         let Some(v) = &self.quantization_config else { return Ok(None) };
@@ -313,7 +322,13 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.bnb_4bit()?;
+        let device = self.device()?;
+        if self.bnb_4bit()?.is_some() && device != engine::Device::Cpu {
+            return Err(Error::invalid(
+                "train config",
+                format!("`device` {device} with 4-bit loading: the 4-bit matmul runs on the host only"),
+            ));
+        }
         let bad = |field: &str, detail: String| Err(Error::invalid("train config", format!("`{field}`: {detail}")));
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());

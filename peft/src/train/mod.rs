@@ -32,6 +32,8 @@ pub struct Overrides {
     pub quiet: bool,
     /// Replaces the file's `quantization_config` (`peft train --load-in-4bit ...`).
     pub quantization_config: Option<serde_json::Value>,
+    /// Replaces the file's `device` (`peft train --device cuda:0`).
+    pub device: Option<String>,
 }
 
 /// `peft train --config FILE`: reads the run file, applies `overrides`, trains.
@@ -51,6 +53,9 @@ pub fn run(config_path: &Path, overrides: &Overrides) -> Result<Summary> {
     }
     if let Some(q) = &overrides.quantization_config {
         config.quantization_config = Some(q.clone());
+    }
+    if let Some(d) = &overrides.device {
+        config.device = Some(d.clone());
     }
     config.validate().map_err(|e| Error::invalid("train", format!("after command-line overrides: {e}")))?;
     train(&config, overrides.quiet)

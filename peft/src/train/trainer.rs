@@ -144,7 +144,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let mut warnings = Vec::new();
     let resume_dir = config.resume_from.as_deref().map(|r| checkpoint::resolve_resume(r, out)).transpose()?;
     let section = config.peft_section()?;
-    let model: Box<dyn AdapterModel> = if let Some(dir) = &resume_dir {
+    let mut model: Box<dyn AdapterModel> = if let Some(dir) = &resume_dir {
         let (model, w) = method::load_adapter_model(base, dir, true)?;
         warnings.extend(w);
         if let Some(section) = &section {
@@ -168,6 +168,9 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     } else {
         return Err(Error::invalid("train", "no adapter: give a `peft` section, `init_adapter` or `resume_from`"));
     };
+
+    let device = config.device()?;
+    method::move_to_device(model.as_mut(), device)?;
 
     // A soft prompt's virtual tokens take positions too.
     let max_pos = model_config.max_position_embeddings;
