@@ -14,11 +14,12 @@ pub enum Module {
     Optim,
     Reduce,
     Rope,
+    Select,
     Softmax,
 }
 
 impl Module {
-    pub const ALL: [Module; 12] = [
+    pub const ALL: [Module; 13] = [
         Module::Attention,
         Module::Cast,
         Module::Dropout,
@@ -30,6 +31,7 @@ impl Module {
         Module::Optim,
         Module::Reduce,
         Module::Rope,
+        Module::Select,
         Module::Softmax,
     ];
 
@@ -47,6 +49,7 @@ impl Module {
             Module::Optim => "optim",
             Module::Reduce => "reduce",
             Module::Rope => "rope",
+            Module::Select => "select",
             Module::Softmax => "softmax",
         }
     }
@@ -65,6 +68,7 @@ impl Module {
             Module::Optim => include_str!("../ptx/optim.ptx"),
             Module::Reduce => include_str!("../ptx/reduce.ptx"),
             Module::Rope => include_str!("../ptx/rope.ptx"),
+            Module::Select => include_str!("../ptx/select.ptx"),
             Module::Softmax => include_str!("../ptx/softmax.ptx"),
         }
     }

@@ -1,5 +1,6 @@
 //! Runtime op codes of the multi-op kernels; the numbering is the order of the C enums in
-//! `kernels/cu/elementwise.cu` and `kernels/cu/reduce.cu` (checked by a test that reads those sources).
+//! `kernels/cu/elementwise.cu`, `kernels/cu/reduce.cu` and `kernels/cu/select.cu` (checked by a test that
+//! reads those sources).
 
 /// `unary_f32`'s op (`y = op(x, scalar)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,22 @@ pub enum Reduce {
     Mean,
 }
 
+/// `compare_f32`'s op: `a >= b`, `a > b`, `a == b`, `a != b` as 0 / 1 (a NaN compares false, except
+/// under `Ne`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Compare {
+    Ge,
+    Gt,
+    Eq,
+    Ne,
+}
+
+impl Compare {
+    /// Every op, in code order.
+    pub const ALL: [Compare; 4] = [Compare::Ge, Compare::Gt, Compare::Eq, Compare::Ne];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +143,15 @@ mod tests {
         let reduce: Vec<String> = c_enum(include_str!("../cu/reduce.cu"), "R_SUM").iter().map(|s| camel(s)).collect();
         assert_eq!(reduce, vec!["Sum", "Max", "Mean"]);
         assert_eq!((Reduce::Sum as u32, Reduce::Max as u32, Reduce::Mean as u32), (0, 1, 2));
+    }
+
+    #[test]
+    fn compare_op_codes_match_the_c_enum() {
+        let c: Vec<String> = c_enum(include_str!("../cu/select.cu"), "C_GE").iter().map(|s| camel(s)).collect();
+        assert_eq!(c.len(), Compare::ALL.len());
+        for (i, op) in Compare::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i);
+            assert_eq!(format!("{op:?}"), c[i]);
+        }
     }
 }

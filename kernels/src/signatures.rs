@@ -93,6 +93,14 @@ kernel!(CAST_F32_BF16, Cast, "cast_f32_bf16", CAST);
 kernel!(CAST_BF16_F32, Cast, "cast_bf16_f32", CAST);
 kernel!(CAST_F32_F16, Cast, "cast_f32_f16", CAST);
 kernel!(CAST_F16_F32, Cast, "cast_f16_f32", CAST);
+// x, y, layout (x read through stride_a, y written through stride_b), n
+kernel!(COPY_STRIDED_F32, Select, "copy_strided_f32", &[Ptr, Ptr, LAYOUT, U64]);
+// mask (u8), a, b, out, layout (mask: stride_a, a: stride_b), layout (b: stride_a), n
+kernel!(WHERE_F32, Select, "where_f32", &[Ptr, Ptr, Ptr, Ptr, LAYOUT, LAYOUT, U64]);
+// a, b, out (u8), layout, n, op
+kernel!(COMPARE_F32, Select, "compare_f32", &[Ptr, Ptr, Ptr, LAYOUT, U64, U32]);
+kernel!(CAST_U8_F32, Select, "cast_u8_f32", CAST);
+kernel!(CAST_F32_U8, Select, "cast_f32_u8", CAST);
 
 /// Every kernel above.
 pub const ALL: &[&Kernel] = &[
@@ -122,6 +130,11 @@ pub const ALL: &[&Kernel] = &[
     &CAST_BF16_F32,
     &CAST_F32_F16,
     &CAST_F16_F32,
+    &COPY_STRIDED_F32,
+    &WHERE_F32,
+    &COMPARE_F32,
+    &CAST_U8_F32,
+    &CAST_F32_U8,
 ];
 
 #[cfg(test)]
