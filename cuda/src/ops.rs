@@ -4,7 +4,7 @@
 
 use crate::geometry::{grid_stride_blocks, row_block, GemmShape, BLOCK};
 use crate::{Arg, Buffer, Device, Element, Error, Result};
-use kernels::ops::{Binary, Reduce, Unary};
+use kernels::ops::{Binary, Compare, Reduce, Unary};
 use kernels::signatures as sig;
 use kernels::Layout;
 
@@ -606,4 +606,155 @@ pub fn cast_from_half(dev: &Device, x: &Buffer<u16>, y: &mut Buffer<f32>, bf16: 
     need("cast", "y", y, x.len())?;
     let k = if bf16 { &sig::CAST_BF16_F32 } else { &sig::CAST_F16_F32 };
     dev.launch(k, elementwise_grid(x.len()), BLOCK, &[x.arg(), y.arg(), Arg::U64(x.len() as u64)])
+}
+
+// --- GEMM on operands at element offsets (engine matmul, LoRA and attention read views in place) ---
+
+/// f32 GEMM with each operand starting at an element offset into its buffer (a view's storage offset,
+/// or a sub-block such as columns `off..` of a wider C): `a_off`, `b_off`, `c_off`. `gemm_f32` is the
+/// same with all three 0.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_at(
+    dev: &Device,
+    a: &Buffer<f32>,
+    a_off: usize,
+    b: &Buffer<f32>,
+    b_off: usize,
+    c: &mut Buffer<f32>,
+    c_off: usize,
+    g: &GemmShape,
+) -> Result<()> {
+    const OP: &str = "gemm_f32_at";
+    let past = |what: &str, off: usize, len: usize| -> Result<usize> {
+        len.checked_sub(off)
+            .ok_or_else(|| Error::invalid(OP, format!("{what} offset {off} is past its buffer of {len} elements")))
+    };
+    let (a_len, b_len, c_len) = (past("A", a_off, a.len())?, past("B", b_off, b.len())?, past("C", c_off, c.len())?);
+    let grid = g.check(OP, a_len, b_len, c_len)?;
+    if grid.contains(&0) {
+        return Ok(());
+    }
+    let mut args = gemm_args(a, b, c, g);
+    args[0] = a.arg_at(a_off);
+    args[1] = b.arg_at(b_off);
+    args[2] = c.arg_at(c_off);
+    dev.launch(&sig::GEMM_F32, grid, BLOCK, &args)
+}
+
+// --- selection and data movement (kernels/cu/select.cu): cat / stack / narrow backward, where, compare ---
+
+/// A strided operand of any element type: `buf` from element `offset` with `strides` (0 = broadcast).
+/// For a destination, the strides say where each element of the shape goes.
+fn strided_arg<T: Element>(
+    op: &'static str,
+    what: &str,
+    buf: &Buffer<T>,
+    offset: usize,
+    strides: &[isize],
+    shape: &[usize],
+) -> Result<Arg> {
+    let ext = strided_extent(shape, strides)
+        .and_then(|e| if e == 0 { Some(0) } else { e.checked_add(offset) })
+        .ok_or_else(|| Error::invalid(op, format!("{what}: negative or huge strides {strides:?}")))?;
+    need(op, what, buf, ext)?;
+    Ok(buf.arg_at(offset))
+}
+
+/// A u8 mask read from element `offset` with `strides` (0 = broadcast); nonzero selects.
+#[derive(Clone, Copy, Debug)]
+pub struct Mask<'a> {
+    pub buf: &'a Buffer<u8>,
+    pub offset: usize,
+    pub strides: &'a [isize],
+}
+
+/// Copies `x` (strided, `shape`) to `y` from element `y_offset` through `y_strides`: with the strides
+/// of a larger output and the offset of a slice of it, a view lands in that slice (cat, stack, the
+/// zero-padded backward of narrow). Elements of `y` outside the slice are left as they are.
+pub fn copy_strided(
+    dev: &Device,
+    x: Strided,
+    y: &mut Buffer<f32>,
+    y_offset: usize,
+    y_strides: &[isize],
+    shape: &[usize],
+) -> Result<()> {
+    const OP: &str = "copy_strided";
+    let l = layout(OP, shape, x.strides, y_strides)?;
+    let n: usize = shape.iter().product();
+    let xa = strided_arg(OP, "x", x.buf, x.offset, x.strides, shape)?;
+    let ya = strided_arg(OP, "y", y, y_offset, y_strides, shape)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        &sig::COPY_STRIDED_F32,
+        elementwise_grid(n),
+        BLOCK,
+        &[xa, ya, Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64)],
+    )
+}
+
+/// out (contiguous, `shape`) = mask != 0 ? a : b, all three strided (stride 0 = broadcast). A select,
+/// not a blend: a -inf operand never makes NaN.
+pub fn where_select(
+    dev: &Device,
+    mask: Mask,
+    a: Strided,
+    b: Strided,
+    out: &mut Buffer<f32>,
+    shape: &[usize],
+) -> Result<()> {
+    const OP: &str = "where";
+    let ma = layout(OP, shape, mask.strides, a.strides)?;
+    let lb = layout(OP, shape, b.strides, b.strides)?;
+    let n: usize = shape.iter().product();
+    need(OP, "out", out, n)?;
+    let args = [
+        strided_arg(OP, "mask", mask.buf, mask.offset, mask.strides, shape)?,
+        a.checked_arg(OP, "a", shape)?,
+        b.checked_arg(OP, "b", shape)?,
+        out.arg(),
+        Arg::Bytes(ma.to_bytes().to_vec()),
+        Arg::Bytes(lb.to_bytes().to_vec()),
+        Arg::U64(n as u64),
+    ];
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(&sig::WHERE_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// out (contiguous u8, `shape`) = op(a, b) as 0 / 1, a and b strided (stride 0 = broadcast).
+pub fn compare(dev: &Device, a: Strided, b: Strided, out: &mut Buffer<u8>, shape: &[usize], op: Compare) -> Result<()> {
+    const OP: &str = "compare";
+    let l = layout(OP, shape, a.strides, b.strides)?;
+    let n: usize = shape.iter().product();
+    let (aa, ba) = (a.checked_arg(OP, "a", shape)?, b.checked_arg(OP, "b", shape)?);
+    need(OP, "out", out, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [aa, ba, out.arg(), Arg::Bytes(l.to_bytes().to_vec()), Arg::U64(n as u64), Arg::U32(op as u32)];
+    dev.launch(&sig::COMPARE_F32, elementwise_grid(n), BLOCK, &args)
+}
+
+/// y[..n] = x[offset..offset + n] as f32.
+pub fn cast_u8_to_f32(dev: &Device, x: &Buffer<u8>, offset: usize, y: &mut Buffer<f32>, n: usize) -> Result<()> {
+    need("cast_u8_f32", "x", x, offset.checked_add(n).unwrap_or(usize::MAX))?;
+    need("cast_u8_f32", "y", y, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(&sig::CAST_U8_F32, elementwise_grid(n), BLOCK, &[x.arg_at(offset), y.arg(), Arg::U64(n as u64)])
+}
+
+/// y[..n] = x[offset..offset + n] as u8, saturating like Rust's `as u8` (NaN and negatives give 0).
+pub fn cast_f32_to_u8(dev: &Device, x: &Buffer<f32>, offset: usize, y: &mut Buffer<u8>, n: usize) -> Result<()> {
+    need("cast_f32_u8", "x", x, offset.checked_add(n).unwrap_or(usize::MAX))?;
+    need("cast_f32_u8", "y", y, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(&sig::CAST_F32_U8, elementwise_grid(n), BLOCK, &[x.arg_at(offset), y.arg(), Arg::U64(n as u64)])
 }
