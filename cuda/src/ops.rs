@@ -741,7 +741,7 @@ pub fn compare(dev: &Device, a: Strided, b: Strided, out: &mut Buffer<u8>, shape
 
 /// y[..n] = x[offset..offset + n] as f32.
 pub fn cast_u8_to_f32(dev: &Device, x: &Buffer<u8>, offset: usize, y: &mut Buffer<f32>, n: usize) -> Result<()> {
-    need("cast_u8_f32", "x", x, offset.checked_add(n).unwrap_or(usize::MAX))?;
+    need("cast_u8_f32", "x", x, offset.saturating_add(n))?;
     need("cast_u8_f32", "y", y, n)?;
     if n == 0 {
         return Ok(());
@@ -751,7 +751,7 @@ pub fn cast_u8_to_f32(dev: &Device, x: &Buffer<u8>, offset: usize, y: &mut Buffe
 
 /// y[..n] = x[offset..offset + n] as u8, saturating like Rust's `as u8` (NaN and negatives give 0).
 pub fn cast_f32_to_u8(dev: &Device, x: &Buffer<f32>, offset: usize, y: &mut Buffer<u8>, n: usize) -> Result<()> {
-    need("cast_f32_u8", "x", x, offset.checked_add(n).unwrap_or(usize::MAX))?;
+    need("cast_f32_u8", "x", x, offset.saturating_add(n))?;
     need("cast_f32_u8", "y", y, n)?;
     if n == 0 {
         return Ok(());
