@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (no network, no Rust toolchain): run from the repository root with
 # target/device-check/ carried over (built by cuda/build-device-check.sh). Prints the driver version
-# and compute capability, runs the GPU tests with REQUIRE_GPU=1 (so a missing GPU fails), then our GEMM
-# bench next to PyTorch's matmul on the same shapes (TF32 off), printing the ratios. Results go to $OUT
+# and compute capability, runs the GPU tests with REQUIRE_GPU=1 (so a missing GPU fails: the launchers,
+# every engine op and tiny whole models against the host), then our GEMM
+# bench next to PyTorch's matmul on the same shapes (TF32 off), printing the ratios, and a LoRA training
+# step (bench train-step) on the GPU and on the host. Results go to $OUT
 # (the run tool brings that folder back) or bench/results/ when $OUT is unset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 echo "== GPU tests (REQUIRE_GPU=1)"
 REQUIRE_GPU=1 "$bin/gpu-tests" --test-threads=4 || status=1
 REQUIRE_GPU=1 "$bin/engine-cuda-tests" --test-threads=4 || status=1
+# Every engine op and whole tiny models (fixtures from the tree) on the GPU against the host.
+REQUIRE_GPU=1 PEFT_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/engine-gpu-ops" --test-threads=4 || status=1
 
 echo "== GEMM bench: ours vs torch.matmul"
 shapes="4096x4096x4096 8192x2048x2048 8192x8192x2048 8192x2048x8192 2048x768x3072"
@@ -28,5 +32,8 @@ timeout 240 "$bin/gemm-bench" $shapes | tee "$out/gemm-ours.jsonl" || status=1
 # shellcheck disable=SC2086
 timeout 120 python3 cuda/gemm_compare.py torch $shapes | tee "$out/gemm-torch.jsonl" || status=1
 python3 cuda/gemm_compare.py report "$out/gemm-ours.jsonl" "$out/gemm-torch.jsonl" "$out/cuda-gemm.md" || status=1
+echo "== LoRA training step on the GPU and on the host (bench train-step)"
+timeout 150 "$bin/bench" train-step --device cuda:0 --steps 5 | tee "$out/train-step-gpu.jsonl" || status=1
+timeout 150 "$bin/bench" train-step --model llama --device cpu --steps 2 | tee "$out/train-step-cpu.jsonl" || status=1
 echo "device-check: exit $status"
 exit $status

@@ -4,7 +4,7 @@
 //!     query,value (classifier trained);
 //! (b) LLaMA, hidden 512, 8 layers, 8 heads / 4 kv heads, intermediate 1376, vocab 32000, causal LM,
 //!     batch 4 × 256, LoRA r=16 α=32 on all seven projections.
-//! Both AdamW. Random weights are written to a temporary model folder and loaded the normal way.
+//! Both AdamW. `--device cuda:N` runs the step on a GPU (build with `--features cuda`). Random weights are written to a temporary model folder and loaded the normal way.
 //! Each model runs in its own process so that its peak RSS is its own. `--load-in-4bit` (QLoRA)
 //! stores the base Linears in NF4 + double quantization first (heads stay f32).
 use engine::io::save_safetensors;
@@ -133,7 +133,7 @@ fn packed_weight_bytes(model: &mut dyn engine::models::Model) -> Result<(usize, 
     Ok((stored, f32_bytes))
 }
 
-fn run_one(which: &str, steps: usize, load_in_4bit: bool) -> Result<(), String> {
+fn run_one(which: &str, steps: usize, load_in_4bit: bool, device: engine::Device) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("bench-train-step-{which}-{}", std::process::id()));
     write_model(&dir, which)?;
     if load_in_4bit {
@@ -165,6 +165,7 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool) -> Result<(), String> 
             cfg.task_type = Some("CAUSAL_LM".into());
         }
         e(model.add_adapter("default", cfg, 0))?;
+        e(peft::method::move_to_device(&mut model, device))?;
         model.train(true);
         let params: Vec<Tensor> = model.trainable_parameters().into_iter().map(|(_, t)| t).collect();
         let mut opt = AdamW::new(1e-4);
@@ -183,6 +184,11 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool) -> Result<(), String> 
             };
             let grads = e(loss.backward())?;
             e(opt.step(&params, &grads))?;
+            // GPU launches are queued: the step ends when they have run.
+            #[cfg(feature = "cuda")]
+            if let engine::Device::Cuda(o) = device {
+                e(engine::gpu::synchronize(o))?;
+            }
             Ok(t.elapsed().as_secs_f64())
         };
         step()?; // warm-up: first-touch of weights, pools filled
@@ -193,7 +199,7 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool) -> Result<(), String> 
             "{}",
             json!({"bench":"train-step","impl":"engine","model":which,"batch":batch,"seq":seq,
                    "tokens_per_s": (batch * seq) as f64 / median, "step_s": median, "step_s_min": times[0],
-                   "steps": steps, "threads": rayon::current_num_threads(), "peak_rss_mib": peak_rss_mib(),
+                   "steps": steps, "threads": rayon::current_num_threads(), "device": device.to_string(), "peak_rss_mib": peak_rss_mib(),
                    "base": if load_in_4bit { "nf4+dq/64" } else { "f32" },
                    "packed_weight_bytes": packed_bytes, "packed_weight_f32_bytes": packed_f32_bytes})
         );
@@ -210,9 +216,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     // QLoRA: the base model's Linears in 4 bits.
     let q4 = args.iter().any(|a| a == "--load-in-4bit");
+    let device = match args.iter().position(|a| a == "--device") {
+        Some(i) => e(engine::Device::parse(args.get(i + 1).ok_or("--device needs cpu, cuda or cuda:N")?))?,
+        None => engine::Device::Cpu,
+    };
     if let Some(i) = args.iter().position(|a| a == "--model") {
         let which = args.get(i + 1).ok_or("--model needs bert or llama")?;
-        return run_one(which, steps, q4);
+        return run_one(which, steps, q4, device);
     }
     // One child process per model, so each peak RSS is that model's alone.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -220,6 +230,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let status = std::process::Command::new(&exe)
             .args(["train-step", "--model", which, "--steps", &steps.to_string()])
             .args(q4.then_some("--load-in-4bit"))
+            .args(["--device", &device.to_string()])
             .status()
             .map_err(|e| e.to_string())?;
         if !status.success() {
