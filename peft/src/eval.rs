@@ -155,6 +155,8 @@ pub struct EvalOptions {
     pub max_seq_length: Option<usize>,
     /// Quantize the base to 4 bits while loading, as the adapter was trained (QLoRA).
     pub load_in_4bit: Option<engine::quant::Bnb4bitConfig>,
+    /// Where to run (default: the host).
+    pub device: Option<engine::Device>,
 }
 
 /// What [`run`] reports.
@@ -221,10 +223,13 @@ pub fn run(
     if let Some(q) = &options.load_in_4bit {
         engine::quant::quantize_model(base.as_mut(), q)?;
     }
-    let (model, warnings): (Box<dyn AdapterModel>, Vec<String>) = match adapter_dir {
+    let (mut model, warnings): (Box<dyn AdapterModel>, Vec<String>) = match adapter_dir {
         Some(dir) => method::load_adapter_model(base, dir, false)?,
         None => (Box::new(crate::PeftModel::new(base)), Vec::new()),
     };
+    if let Some(device) = options.device {
+        method::move_to_device(model.as_mut(), device)?;
+    }
     // A soft prompt's virtual tokens take positions too.
     let positions = model_config.max_position_embeddings.saturating_sub(model.virtual_positions());
     let max_seq_length = options.max_seq_length.unwrap_or(positions.min(512));

@@ -38,6 +38,9 @@ pub struct EvalArgs {
     pub load_in_4bit: bool,
     #[command(flatten)]
     pub quant: super::quantize::QuantOptions,
+    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 pub fn run(args: &EvalArgs) -> CliResult<()> {
@@ -51,6 +54,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         batch_size: Some(args.batch_size),
         max_seq_length: args.max_seq_length,
         load_in_4bit: if args.load_in_4bit { Some(args.quant.config()?) } else { None },
+        device: args.device.as_deref().map(engine::Device::parse).transpose()?,
     };
     let report = eval::run(&args.model, args.adapter.as_deref(), &args.data, &options)?;
     for w in &report.warnings {
