@@ -1,1 +1,186 @@
-//! matmul (batched, transposed views), the fused LoRA linear and attention on the GPU.
+//! Matmul (batched, broadcast, views), the fused LoRA linear and scaled dot-product attention on the
+//! GPU against the host, forward and every input gradient.
+//! Tolerance: 1e-4 relative to max(1, |value|) — the GPU sums hundreds of products in another order
+//! than the host's GEMM (inner dims up to 300 here), so f32 rounding differs by a few 1e-6 relative.
+use crate::common::{check, gpu, rand};
+use engine::quant::{Bnb4bit, PackedMatrix, QuantType};
+use engine::{lora_linear, lora_linear_packed, scaled_dot_product_attention, AttentionMask, DType, Tensor};
+use std::sync::Arc;
+
+const REL: f32 = 1e-4;
+
+#[test]
+fn matmul_2d_with_transposed_and_narrowed_views() {
+    let (a, b) = (rand(&[67, 133], 1), rand(&[133, 300], 2));
+    check("67x133 · 133x300", &[a.clone(), b.clone()], &[true, true], REL, |v| v[0].matmul(&v[1]));
+    let (at, bt) = (rand(&[133, 67], 3), rand(&[300, 133], 4));
+    check("Aᵀ · Bᵀ", &[at.clone(), bt.clone()], &[true, true], REL, |v| v[0].t()?.matmul(&v[1].t()?));
+    check("A · Bᵀ", &[a.clone(), bt.clone()], &[true, true], REL, |v| v[0].matmul(&v[1].t()?));
+    // Views with a storage offset and a row stride wider than the row.
+    check("narrowed", &[a.clone(), b.clone()], &[true, true], REL, |v| {
+        v[0].narrow(0, 5, 40)?.narrow(1, 3, 100)?.matmul(&v[1].narrow(0, 20, 100)?.narrow(1, 7, 201)?)
+    });
+    check("matrix · column", &[a, rand(&[133, 1], 5)], &[true, true], REL, |v| v[0].matmul(&v[1]));
+}
+
+#[test]
+fn matmul_batched_and_broadcast() {
+    let x3 = rand(&[5, 67, 33], 6);
+    check("[5,67,33]·[5,33,41]", &[x3.clone(), rand(&[5, 33, 41], 7)], &[true, true], REL, |v| v[0].matmul(&v[1]));
+    // Batch dims broadcast both ways: [4,1]·[3] -> [4,3].
+    check("[4,1,17,23]·[3,23,19]", &[rand(&[4, 1, 17, 23], 8), rand(&[3, 23, 19], 9)], &[true, true], REL, |v| {
+        v[0].matmul(&v[1])
+    });
+    // A batched left operand against one matrix (rows merged into one GEMM), and the reverse.
+    check("[2,3,17,23]·[23,19]", &[rand(&[2, 3, 17, 23], 10), rand(&[23, 19], 11)], &[true, true], REL, |v| {
+        v[0].matmul(&v[1])
+    });
+    check("[17,23]·[2,3,23,19]", &[rand(&[17, 23], 12), rand(&[2, 3, 23, 19], 13)], &[true, true], REL, |v| {
+        v[0].matmul(&v[1])
+    });
+    // Batch dims that do not merge into one stride (a permuted view), with transposed matrices.
+    check("permuted batch", &[rand(&[3, 23, 2, 17], 14), rand(&[2, 3, 19, 23], 15)], &[true, true], REL, |v| {
+        v[0].permute(&[0, 2, 3, 1])?.matmul(&v[1].transpose(0, 1)?.transpose(2, 3)?)
+    });
+    // bf16 inputs are computed in f32 (no gradient to them).
+    check("bf16", &[x3.to_dtype(DType::BF16).unwrap(), rand(&[33, 9], 16)], &[false, true], REL, |v| {
+        v[0].matmul(&v[1])
+    });
+}
+
+#[test]
+fn matmul_empty_inner_dim_and_errors() {
+    let Some(dev) = gpu() else { return };
+    check(
+        "k = 0",
+        &[Tensor::zeros(&[4, 0], DType::F32), Tensor::zeros(&[0, 5], DType::F32)],
+        &[false, false],
+        0.0,
+        |v| v[0].matmul(&v[1]),
+    );
+    let a = rand(&[4, 6], 17).to_device(dev).unwrap();
+    let e = a.matmul(&rand(&[6, 3], 18)).unwrap_err().to_string();
+    assert!(e.contains("Cuda(0)") && e.contains("Cpu"), "{e}");
+    let e = a.matmul(&rand(&[5, 3], 19).to_device(dev).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("inner dims differ"), "{e}");
+}
+
+#[test]
+fn lora_linear_with_and_without_bias_and_dropout() {
+    let (x, w, bias) = (rand(&[3, 7, 45], 20), rand(&[37, 45], 21), rand(&[37], 22));
+    let (a, b) = (rand(&[5, 45], 23), rand(&[37, 5], 24));
+    // A fixed inverted-dropout mask (0 or 2), so both devices see the same dropped input.
+    let keep = rand(&[3, 7, 45], 25).ge(&Tensor::zeros(&[1], DType::F32)).unwrap().to_dtype(DType::F32).unwrap();
+    let mask = keep.mul_scalar(2.0).unwrap();
+    let inputs = [x.clone(), w.clone(), bias.clone(), a.clone(), b.clone(), mask];
+    let all = [true, true, true, true, true, false];
+    check("lora + bias", &inputs, &all, REL, |v| lora_linear(&v[0], &v[1], Some(&v[2]), &v[3], &v[4], 0.5, None));
+    let no_bias = [true, true, false, true, true, false];
+    check("lora, no bias", &inputs, &no_bias, REL, |v| lora_linear(&v[0], &v[1], None, &v[3], &v[4], 2.0, None));
+    check("lora + dropout", &inputs, &all, REL, |v| {
+        lora_linear(&v[0], &v[1], Some(&v[2]), &v[3], &v[4], 0.5, Some(&v[0].mul(&v[5])?))
+    });
+    // A transposed weight view, a narrowed (offset) bias and a frozen base.
+    let wt = rand(&[45, 40], 26);
+    let wide_bias = rand(&[40], 27);
+    check("lora, views", &[x, wt, wide_bias, a, b], &[true, false, true, true, true], REL, |v| {
+        lora_linear(
+            &v[0].transpose(0, 1)?,
+            &v[1].narrow(1, 2, 37)?.t()?,
+            Some(&v[2].narrow(0, 3, 37)?),
+            &v[3],
+            &v[4],
+            0.5,
+            None,
+        )
+    });
+}
+
+#[test]
+fn lora_linear_packed_is_host_only() {
+    let Some(dev) = gpu() else { return };
+    let w = rand(&[16, 64], 28).to_vec::<f32>().unwrap();
+    let packed: Arc<dyn PackedMatrix> = Arc::new(Bnb4bit::quantize(&w, [16, 64], QuantType::Nf4, 64, false).unwrap());
+    let on = |t: Tensor| t.to_device(dev).unwrap();
+    let (x, a, b) = (on(rand(&[3, 64], 29)), on(rand(&[4, 64], 30)), on(rand(&[16, 4], 31)));
+    let e = lora_linear_packed(&x, &packed, None, &a, &b, 1.0, None).unwrap_err().to_string();
+    assert!(e.contains("host-only") && e.contains("cuda:0"), "{e}");
+}
+
+/// q [b, h, tq, d], k [b, hk, tk, d], v [b, hk, tk, dv] as inputs of `check`.
+fn qkv(b: usize, h: usize, hk: usize, tq: usize, tk: usize, d: usize, dv: usize, seed: u64) -> [Tensor; 3] {
+    [rand(&[b, h, tq, d], seed), rand(&[b, hk, tk, d], seed + 1), rand(&[b, hk, tk, dv], seed + 2)]
+}
+
+fn sdpa(mask: AttentionMask<'_>) -> impl Fn(&[Tensor]) -> engine::Result<Tensor> + '_ {
+    move |v| scaled_dot_product_attention(&v[0], &v[1], &v[2], &mask)
+}
+
+#[test]
+fn attention_causal_and_full_with_grouped_query_heads() {
+    let all = [true, true, true];
+    check("full", &qkv(2, 3, 3, 19, 19, 24, 20, 40), &all, REL, sdpa(AttentionMask::none()));
+    check("causal", &qkv(2, 3, 3, 19, 19, 24, 20, 43), &all, REL, sdpa(AttentionMask::causal()));
+    check("causal GQA 6/2", &qkv(2, 6, 2, 19, 19, 24, 20, 46), &all, REL, sdpa(AttentionMask::causal()));
+    check(
+        "scale 0.3, GQA 4/1",
+        &qkv(1, 4, 1, 13, 13, 8, 5, 49),
+        &all,
+        REL,
+        sdpa(AttentionMask::none().with_scale(0.3)),
+    );
+    // Transposed projections ([b, t, h, d] viewed as [b, h, t, d]) are read as views.
+    let proj = [rand(&[2, 19, 4, 24], 52), rand(&[2, 19, 2, 24], 53), rand(&[2, 19, 2, 20], 54)];
+    check("transposed views", &proj, &all, REL, |v| {
+        let t = |x: &Tensor| x.transpose(1, 2);
+        scaled_dot_product_attention(&t(&v[0])?, &t(&v[1])?, &t(&v[2])?, &AttentionMask::causal())
+    });
+}
+
+#[test]
+fn attention_prefix_keys_and_more_queries_than_keys() {
+    let all = [true, true, true];
+    // Key/value prefix longer than the queries (prefix tuning, a KV cache): every query sees it.
+    check("prefix causal", &qkv(2, 4, 2, 11, 30, 16, 16, 60), &all, REL, sdpa(AttentionMask::causal()));
+    check("one new token", &qkv(2, 4, 4, 1, 30, 16, 16, 63), &all, REL, sdpa(AttentionMask::causal()));
+    check("prefix full", &qkv(1, 2, 2, 11, 30, 16, 9, 66), &all, REL, sdpa(AttentionMask::none()));
+    // Fewer keys than queries under a causal mask: the first tq - tk queries see nothing.
+    check("tk < tq causal", &qkv(2, 4, 2, 19, 7, 16, 12, 69), &all, REL, sdpa(AttentionMask::causal()));
+    check("tk < tq full", &qkv(2, 2, 2, 19, 7, 16, 12, 72), &all, REL, sdpa(AttentionMask::none()));
+    // No key at all: zeros and zero gradients, on the GPU.
+    check("no keys", &qkv(1, 2, 2, 5, 0, 4, 4, 75), &all, REL, sdpa(AttentionMask::causal()));
+}
+
+#[test]
+fn attention_key_padding() {
+    let Some(dev) = gpu() else { return };
+    let all = [true, true, true];
+    // Batch 0 left-padded by 5 (under a causal mask its first queries see no key at all), batch 1
+    // with holes; an f32 mask on the host and the same as u8 on the GPU.
+    let mut m = vec![1.0f32; 2 * 19];
+    m[..5].iter_mut().for_each(|x| *x = 0.0);
+    for j in [19 + 2, 19 + 11, 19 + 18] {
+        m[j] = 0.0;
+    }
+    let pad = Tensor::from_vec(m, &[2, 19]).unwrap();
+    let pad_u8 = pad.to_dtype(DType::U8).unwrap().to_device(dev).unwrap();
+    let (causal, full) =
+        (AttentionMask::causal().with_key_padding(&pad), AttentionMask::none().with_key_padding(&pad_u8));
+    check("padding causal", &qkv(2, 4, 2, 19, 19, 24, 20, 80), &all, REL, sdpa(causal));
+    check("padding full (mask on GPU)", &qkv(2, 4, 2, 19, 19, 24, 20, 83), &all, REL, sdpa(full));
+    let pad7 = pad.narrow(1, 0, 7).unwrap();
+    let short = AttentionMask::causal().with_key_padding(&pad7);
+    check("padding, tk < tq", &qkv(2, 2, 1, 19, 7, 8, 8, 86), &all, REL, sdpa(short));
+    // Only some inputs differentiated.
+    check("grad of v only", &qkv(2, 2, 2, 9, 9, 8, 8, 89), &[false, false, true], REL, sdpa(AttentionMask::causal()));
+    check("grads of q, k", &qkv(2, 2, 2, 9, 9, 8, 8, 92), &[true, true, false], REL, sdpa(AttentionMask::causal()));
+}
+
+#[test]
+fn attention_mixed_devices_is_an_error() {
+    let Some(dev) = gpu() else { return };
+    let [q, k, v] = qkv(1, 2, 2, 5, 5, 4, 4, 95);
+    let e = scaled_dot_product_attention(&q.to_device(dev).unwrap(), &k, &v, &AttentionMask::none()).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("Cuda(0)") && e.contains("Cpu"), "{e}");
+}

@@ -4,14 +4,17 @@
 //! The forward never materializes the `[batch, heads, tq, tk]` scores: each task scores one block
 //! of query rows, masks, takes a stable softmax and multiplies by V. For the backward it saves one
 //! log-sum-exp per query row (`batch · heads · tq` floats) and the backward recomputes the
-//! probabilities from it.
+//! probabilities from it. On a GPU (`cuda.rs`) it is GEMM, masked-softmax kernel, GEMM, keeping the
+//! probabilities for the backward.
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use self::cpu::{Dims, Masking, Needs, View4};
 use crate::autograd::record;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 
 const OP: &str = "scaled_dot_product_attention";
@@ -108,7 +111,8 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &A
             if !matches!(m.dtype(), DType::U8 | DType::I64 | DType::F32 | DType::BF16 | DType::F16) {
                 return Err(Error::invalid(OP, format!("key_padding of dtype {:?}", m.dtype())));
             }
-            Some(m.detach().to_vec_f32()?.iter().map(|&x| x != 0.0).collect())
+            // Read on the host (a GPU mask is copied back): the kernels take it as one byte per key.
+            Some(m.detach().to_device(Device::Cpu)?.to_vec_f32()?.iter().map(|&x| x != 0.0).collect())
         }
     };
     let scale = mask.scale.unwrap_or(1.0 / (d as f32).sqrt());
@@ -116,6 +120,7 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &A
         return Err(Error::invalid(OP, format!("scale {scale} is not finite")));
     }
     let causal = mask.causal;
+    let device = common_device(OP, &[&q, &k, &v])?;
     let out_shape = [batch, heads, tq, dv];
     let n_out: usize = out_shape.iter().product();
 
@@ -123,13 +128,19 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &A
         // Nothing to compute (or no key at all: every row is fully masked): zeros, zero gradients.
         let (iq, ik, iv) = (q.clone(), k.clone(), v.clone());
         let node = record(OP, &[&q, &k, &v], move |_, _| {
-            let zero = |t: &Tensor| t.tracks_grad().then(|| Tensor::zeros(t.shape(), DType::F32));
-            Ok(vec![zero(&iq), zero(&ik), zero(&iv)])
+            let zero = |t: &Tensor| -> Result<Option<Tensor>> {
+                t.tracks_grad().then(|| Tensor::zeros_on(t.shape(), DType::F32, t.device())).transpose()
+            };
+            Ok(vec![zero(&iq)?, zero(&ik)?, zero(&iv)?])
         });
-        return Ok(Tensor::from_op(CpuStorage::F32(vec![0.0; n_out]), &out_shape, node));
+        return Ok(Tensor::zeros_on(&out_shape, DType::F32, device)?.with_node_opt(node));
     }
 
     let dims = Dims { heads, kv_heads, tq, tk, d, dv };
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(o) = device {
+        return cuda::attention(o, &q, &k, &v, dims, batch, keep.as_deref(), causal, scale);
+    }
     let mut out = vec![0.0f32; n_out];
     let mut lse = vec![0.0f32; batch * heads * tq];
     {

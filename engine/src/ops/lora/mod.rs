@@ -2,12 +2,16 @@
 //! the adapter's dropout, or `x` itself). One output buffer: the low-rank product is accumulated
 //! into the base GEMM's result (β = 1), and only the thin `x_d·Aᵀ` is kept for the backward.
 //! `W + BA` is never formed. Composed from separate ops the same layer would keep four full-size
-//! activations; the training-step benchmark's memory comes mostly from these.
+//! activations; the training-step benchmark's memory comes mostly from these. On a GPU (`cuda.rs`)
+//! the same three products are strided GEMMs accumulating into one output; a packed base is host-only.
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::record;
 use crate::cpu::gemm::{sgemm, Parallelism};
 use crate::error::{Error, Result};
 use crate::quant::PackedMatrix;
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -103,75 +107,35 @@ fn lora_linear_on(
             ),
         ));
     }
+    let mut devices = vec![&x, &xd, &a, &b];
+    devices.extend(bias.as_ref());
+    if let Base::Dense(w) = &base {
+        devices.push(w);
+    }
+    let device = common_device(OP, &devices)?;
+    if let (Base::Packed(_), false) = (&base, device == Device::Cpu) {
+        return Err(packed_off_host(device));
+    }
     let (x2, xd2) = (as_rows(&x, in_f)?, as_rows(&xd, in_f)?);
-    let n = x2.shape()[0];
     // xa = x_d·Aᵀ [n, r], kept for the backward.
     let xa = {
         let _g = crate::autograd::no_grad();
         xd2.matmul(&a.t()?)?.contiguous()?
     };
-    let mut out = crate::cpu::pool::alloc_f32(n * out_f);
-    {
-        match &base {
-            Base::Dense(w) => {
-                let (xs, ws) = (x2.read_all::<f32>(OP)?, w.read_all::<f32>(OP)?);
-                let (lx, lw) = (x2.layout(), w.layout());
-                // out = x·Wᵀ: B operand is Wᵀ, i.e. W with its strides swapped.
-                sgemm(
-                    n,
-                    out_f,
-                    in_f,
-                    1.0,
-                    &xs[lx.offset()..],
-                    lx.strides()[0],
-                    lx.strides()[1],
-                    &ws[lw.offset()..],
-                    lw.strides()[1],
-                    lw.strides()[0],
-                    0.0,
-                    &mut out,
-                    out_f,
-                    1,
-                    Parallelism::Rayon,
-                );
-            }
-            Base::Packed(p) => {
-                let xc = x2.contiguous()?;
-                crate::ops::quant_matmul::forward_into(&xc.read::<f32>(OP)?, n, p.as_ref(), &mut out)?;
-            }
-        }
-        let (xas, bs) = (xa.read::<f32>(OP)?, b.read_all::<f32>(OP)?);
-        let lb = b.layout();
-        // out += s·xa·Bᵀ
-        sgemm(
-            n,
-            out_f,
-            r,
-            scaling,
-            &xas,
-            r,
-            1,
-            &bs[lb.offset()..],
-            lb.strides()[1],
-            lb.strides()[0],
-            1.0,
-            &mut out,
-            out_f,
-            1,
-            Parallelism::Rayon,
-        );
-        if let Some(bias) = &bias {
-            let bv = bias.contiguous()?.to_vec::<f32>()?;
-            for row in out.chunks_mut(out_f) {
-                for (o, &bb) in row.iter_mut().zip(&bv) {
-                    *o += bb;
-                }
-            }
-        }
-    }
     let mut shape = x.shape().to_vec();
     let last = shape.len() - 1;
     shape[last] = out_f;
+    let out = match device {
+        Device::Cpu => {
+            let out = host_forward(&x2, &base, bias.as_ref(), &xa, &b, scaling, out_f)?;
+            Tensor::from_op(CpuStorage::F32(out), &shape, None)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(o) => match &base {
+            Base::Dense(w) => cuda::forward(o, &x2, w, bias.as_ref(), &xa, &b, scaling, &shape)?,
+            Base::Packed(_) => return Err(packed_off_host(device)),
+        },
+    };
     let x_shape = x.shape().to_vec();
     let dense_w = match &base {
         Base::Dense(w) => Some(w.clone()),
@@ -221,5 +185,85 @@ fn lora_linear_on(
         grads.extend([ga, gbb, gxd]);
         Ok(grads)
     });
-    Ok(Tensor::from_op(CpuStorage::F32(out), &shape, node))
+    Ok(out.with_node_opt(node))
+}
+
+fn packed_off_host(device: Device) -> Error {
+    Error::invalid(
+        OP,
+        format!(
+            "a packed (4-bit) base weight is host-only, but the inputs are on {device}; run this layer on the host"
+        ),
+    )
+}
+
+/// The host forward: `x2·Wᵀ` (or the packed product), `+= s·xa·Bᵀ`, `+= bias`, as `[n, out]` rows.
+fn host_forward(
+    x2: &Tensor,
+    base: &Base,
+    bias: Option<&Tensor>,
+    xa: &Tensor,
+    b: &Tensor,
+    scaling: f32,
+    out_f: usize,
+) -> Result<Vec<f32>> {
+    let (n, in_f, r) = (x2.shape()[0], x2.shape()[1], xa.shape()[1]);
+    let mut out = crate::cpu::pool::alloc_f32(n * out_f);
+    match base {
+        Base::Dense(w) => {
+            let (xs, ws) = (x2.read_all::<f32>(OP)?, w.read_all::<f32>(OP)?);
+            let (lx, lw) = (x2.layout(), w.layout());
+            // out = x·Wᵀ: B operand is Wᵀ, i.e. W with its strides swapped.
+            sgemm(
+                n,
+                out_f,
+                in_f,
+                1.0,
+                &xs[lx.offset()..],
+                lx.strides()[0],
+                lx.strides()[1],
+                &ws[lw.offset()..],
+                lw.strides()[1],
+                lw.strides()[0],
+                0.0,
+                &mut out,
+                out_f,
+                1,
+                Parallelism::Rayon,
+            );
+        }
+        Base::Packed(p) => {
+            let xc = x2.contiguous()?;
+            crate::ops::quant_matmul::forward_into(&xc.read::<f32>(OP)?, n, p.as_ref(), &mut out)?;
+        }
+    }
+    let (xas, bs) = (xa.read::<f32>(OP)?, b.read_all::<f32>(OP)?);
+    let lb = b.layout();
+    // out += s·xa·Bᵀ
+    sgemm(
+        n,
+        out_f,
+        r,
+        scaling,
+        &xas,
+        r,
+        1,
+        &bs[lb.offset()..],
+        lb.strides()[1],
+        lb.strides()[0],
+        1.0,
+        &mut out,
+        out_f,
+        1,
+        Parallelism::Rayon,
+    );
+    if let Some(bias) = bias {
+        let bv = bias.contiguous()?.to_vec::<f32>()?;
+        for row in out.chunks_mut(out_f) {
+            for (o, &bb) in row.iter_mut().zip(&bv) {
+                *o += bb;
+            }
+        }
+    }
+    Ok(out)
 }

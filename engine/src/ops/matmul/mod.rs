@@ -1,10 +1,14 @@
 //! Matrix multiplication, batched with broadcasting over leading dims. Transposed and strided
-//! operands go straight to the GEMM as strides (the packing step absorbs them): no copies.
+//! operands go straight to the GEMM as strides (the packing step absorbs them): no copies. On a GPU
+//! (`cuda.rs`) the same layouts become the strided, batched GEMM's arguments.
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
 use crate::autograd::record;
 use crate::cpu::gemm::{sgemm, Parallelism};
 use crate::error::{Error, Result};
 use crate::layout::{broadcast_shapes, Layout};
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -29,28 +33,39 @@ impl Tensor {
                 format!("inner dims differ: {:?} · {:?} ({k} vs {k2})", a.shape(), b.shape()),
             ));
         }
+        let device = common_device("matmul", &[&a, &b])?;
         // [B..., m, k] · [k, n] with mergeable batch dims is one big GEMM.
-        if b.rank() == 2 && a.rank() > 2 {
-            let rows = a.numel() / k.max(1);
-            if let Ok(flat) = a.layout().reshape(&[rows, k]) {
-                let out = gemm_batched(&a, &flat, &b, b.layout(), 1, rows, n, k)?;
+        let flat =
+            if b.rank() == 2 && a.rank() > 2 { a.layout().reshape(&[a.numel() / k.max(1), k]).ok() } else { None };
+        let (la, lb, shape) = match flat {
+            Some(flat) => {
                 let mut shape = a.shape().to_vec();
                 let last = shape.len() - 1;
                 shape[last] = n;
-                return Ok(Tensor::from_op(CpuStorage::F32(out), &shape, matmul_node(&a, &b)));
+                (flat, b.layout().clone(), shape)
             }
-        }
-        let batch = broadcast_shapes("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
-        let mut sa = batch.clone();
-        sa.extend([m, k]);
-        let mut sb = batch.clone();
-        sb.extend([k, n]);
-        let (la, lb) = (a.layout().broadcast_as(&sa)?, b.layout().broadcast_as(&sb)?);
-        let nb: usize = batch.iter().product();
-        let out = gemm_batched(&a, &la, &b, &lb, nb, m, n, k)?;
-        let mut shape = batch;
-        shape.extend([m, n]);
-        Ok(Tensor::from_op(CpuStorage::F32(out), &shape, matmul_node(&a, &b)))
+            None => {
+                let batch = broadcast_shapes("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
+                let mut sa = batch.clone();
+                sa.extend([m, k]);
+                let mut sb = batch.clone();
+                sb.extend([k, n]);
+                let mut shape = batch;
+                shape.extend([m, n]);
+                (a.layout().broadcast_as(&sa)?, b.layout().broadcast_as(&sb)?, shape)
+            }
+        };
+        let out = match device {
+            Device::Cpu => {
+                let (r, rows) = (la.rank(), la.shape()[la.rank() - 2]);
+                let nb = la.shape()[..r - 2].iter().product();
+                let out = gemm_batched(&a, &la, &b, &lb, nb, rows, n, k)?;
+                Tensor::from_op(CpuStorage::F32(out), &shape, None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::matmul(o, (&a, &la), (&b, &lb), &shape)?,
+        };
+        Ok(out.with_node_opt(matmul_node(&a, &b)))
     }
 }
 
