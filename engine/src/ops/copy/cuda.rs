@@ -1,4 +1,5 @@
-//! Materializing copies on the GPU: a strided f32 gather (`unary_f32`'s copy op) and the bf16/f16 casts.
+//! Materializing copies on the GPU: a strided f32 gather (`unary_f32`'s copy op), strided writes into a
+//! slice of a larger output (cat, stack, narrow's backward) and the bf16/f16/u8 casts.
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::{strides_of, with_device, GpuBuf, Strided};
@@ -34,8 +35,9 @@ pub(crate) fn contiguous(ordinal: u32, t: &Tensor) -> Result<Tensor> {
 /// `t` converted to `dtype`: f32 <-> bf16/f16 (round to nearest even), any layout.
 pub(crate) fn to_dtype(ordinal: u32, t: &Tensor, dtype: DType) -> Result<Tensor> {
     const OP: &str = "to_dtype";
-    let unsupported =
-        || Error::invalid(OP, format!("{:?} -> {dtype:?} on the GPU: only f32 <-> bf16/f16 have kernels", t.dtype()));
+    let unsupported = || {
+        Error::invalid(OP, format!("{:?} -> {dtype:?} on the GPU: only f32 <-> bf16/f16/u8 have kernels", t.dtype()))
+    };
     match (t.gpu_buf(OP)?, dtype) {
         (GpuBuf::F32(_), DType::BF16 | DType::F16) => {
             let src = t.contiguous()?;
@@ -85,7 +87,67 @@ pub(crate) fn to_dtype(ordinal: u32, t: &Tensor, dtype: DType) -> Result<Tensor>
             };
             Ok(Tensor::from_gpu(out, ordinal, t.shape(), None))
         }
-        (GpuBuf::BF16(_) | GpuBuf::F16(_), DType::BF16 | DType::F16) => t.to_dtype(DType::F32)?.to_dtype(dtype),
+        (GpuBuf::U8(x), DType::F32) => {
+            let (n, offset) = (t.numel(), t.layout().offset());
+            let out = if t.is_contiguous() {
+                with_device(OP, ordinal, |d| {
+                    let mut y = d.alloc::<f32>(n)?;
+                    cuda::ops::cast_u8_to_f32(d, &x, offset, &mut y, n)?;
+                    Ok(y)
+                })?
+            } else {
+                // Widen the whole storage, then gather the view in f32.
+                let wide = with_device(OP, ordinal, |d| {
+                    let mut y = d.alloc::<f32>(x.len())?;
+                    cuda::ops::cast_u8_to_f32(d, &x, 0, &mut y, x.len())?;
+                    Ok(y)
+                })?;
+                gather_f32(OP, ordinal, &wide, t)?
+            };
+            Ok(Tensor::from_gpu(out, ordinal, t.shape(), None))
+        }
+        (GpuBuf::F32(_), DType::U8) => {
+            let src = t.contiguous()?;
+            let (x, n, offset) = (src.gpu_f32(OP)?, src.numel(), src.layout().offset());
+            let out = with_device(OP, ordinal, |d| {
+                let mut y = d.alloc::<u8>(n)?;
+                cuda::ops::cast_f32_to_u8(d, &x, offset, &mut y, n)?;
+                Ok(y)
+            })?;
+            Ok(Tensor::from_gpu_buf(GpuBuf::U8(Arc::new(out)), ordinal, t.shape(), None))
+        }
+        (GpuBuf::BF16(_) | GpuBuf::F16(_), DType::BF16 | DType::F16 | DType::U8)
+        | (GpuBuf::U8(_), DType::BF16 | DType::F16) => t.to_dtype(DType::F32)?.to_dtype(dtype),
         _ => Err(unsupported()),
     }
+}
+
+/// A contiguous f32 tensor of `shape` on GPU `ordinal` with each `(part, start)` written at `start`
+/// along `dim` (each part has `shape` outside `dim`; any layout, read in place). Elements no part
+/// covers are zero when `zeroed`, else unwritten: callers whose parts tile the output pass false.
+pub(crate) fn write_slices(
+    op: &'static str,
+    ordinal: u32,
+    parts: &[(&Tensor, usize)],
+    shape: &[usize],
+    dim: usize,
+    zeroed: bool,
+) -> Result<Tensor> {
+    let mut out_strides = vec![1isize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        out_strides[d] = out_strides[d + 1] * shape[d + 1] as isize;
+    }
+    let inputs: Vec<_> = parts.iter().map(|&(p, start)| Ok((p.gpu_f32(op)?, p, start))).collect::<Result<Vec<_>>>()?;
+    let n = shape.iter().product();
+    let out = with_device(op, ordinal, |d| {
+        let mut out = if zeroed { d.zeros::<f32>(n)? } else { d.alloc::<f32>(n)? };
+        for (buf, p, start) in &inputs {
+            let strides = strides_of(p.layout());
+            let x = Strided { buf, offset: p.layout().offset(), strides: &strides };
+            let at = start * out_strides.get(dim).map_or(0, |&s| s as usize);
+            cuda::ops::copy_strided(d, x, &mut out, at, &out_strides, p.shape())?;
+        }
+        Ok(out)
+    })?;
+    Ok(Tensor::from_gpu(out, ordinal, shape, None))
 }

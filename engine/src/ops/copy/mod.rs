@@ -1,7 +1,7 @@
 //! Materializing copies: `contiguous`, dtype casts, and writing a gradient into a zero-padded
 //! tensor (the backward of `narrow`).
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 
 use crate::autograd::{needs_grad, record};
 use crate::cpu::strided::map_rows;
@@ -156,21 +156,27 @@ impl Tensor {
                 format!("{:?} at {start} along dim {dim} into {shape:?}", self.shape()),
             ));
         }
-        let src = self.float_input("pad_into")?.contiguous()?;
-        let (outer, n) = (shape[..dim].iter().product::<usize>(), shape[dim]);
-        let inner: usize = shape[dim + 1..].iter().product();
-        let mut out = crate::cpu::pool::alloc_f32_zeroed(outer * n * inner);
-        {
-            let sv = src.read::<f32>("pad_into")?;
-            let block = len * inner;
-            if block > 0 {
-                // Each outer row of the output receives one contiguous block of the source.
-                for (o, row) in out.chunks_mut(n * inner).enumerate() {
-                    row[start * inner..start * inner + block].copy_from_slice(&sv[o * block..(o + 1) * block]);
+        let src = self.float_input("pad_into")?;
+        let out = match src.device() {
+            crate::Device::Cpu => {
+                let src = src.contiguous()?;
+                let (outer, n) = (shape[..dim].iter().product::<usize>(), shape[dim]);
+                let inner: usize = shape[dim + 1..].iter().product();
+                let mut out = crate::cpu::pool::alloc_f32_zeroed(outer * n * inner);
+                let sv = src.read::<f32>("pad_into")?;
+                let block = len * inner;
+                if block > 0 {
+                    // Each outer row of the output receives one contiguous block of the source.
+                    for (o, row) in out.chunks_mut(n * inner).enumerate() {
+                        row[start * inner..start * inner + block].copy_from_slice(&sv[o * block..(o + 1) * block]);
+                    }
                 }
+                Tensor::from_op(CpuStorage::F32(out), shape, None)
             }
-        }
+            #[cfg(feature = "cuda")]
+            crate::Device::Cuda(o) => cuda::write_slices("pad_into", o, &[(&src, start)], shape, dim, true)?,
+        };
         let node = record("pad_into", &[&src], move |_, g| Ok(vec![Some(g.narrow(dim, start, len)?)]));
-        Ok(Tensor::from_op(CpuStorage::F32(out), shape, node))
+        Ok(out.with_node_opt(node))
     }
 }

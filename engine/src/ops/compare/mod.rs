@@ -1,8 +1,12 @@
 //! Comparisons (broadcasting) returning u8 masks of 0/1. Not differentiable.
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::layout::broadcast_shapes;
 use crate::ops::binary::cpu::{map, BinaryKernel};
+use crate::storage::{common_device, Device};
 use crate::tensor::Tensor;
 use wide::f32x8;
 
@@ -30,11 +34,17 @@ impl Tensor {
         let (a, b) = (self.to_dtype(DType::F32)?, rhs.to_dtype(DType::F32)?);
         let shape = broadcast_shapes(op, a.shape(), b.shape())?;
         let (la, lb) = (a.layout().broadcast_as(&shape)?, b.layout().broadcast_as(&shape)?);
-        let out = {
-            let (ad, bd) = (a.read_all::<f32>(op)?, b.read_all::<f32>(op)?);
-            map::<K>(&ad, &la, &bd, &lb, &shape)
-        };
-        Tensor::from_vec(out.into_iter().map(|v| v as u8).collect::<Vec<u8>>(), &shape)
+        match common_device(op, &[&a, &b])? {
+            Device::Cpu => {
+                let out = {
+                    let (ad, bd) = (a.read_all::<f32>(op)?, b.read_all::<f32>(op)?);
+                    map::<K>(&ad, &la, &bd, &lb, &shape)
+                };
+                Tensor::from_vec(out.into_iter().map(|v| v as u8).collect::<Vec<u8>>(), &shape)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::map(op, o, (&a, &la), (&b, &lb), &shape),
+        }
     }
     /// `self >= rhs` as a u8 mask.
     pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
