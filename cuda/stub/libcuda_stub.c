@@ -4,7 +4,7 @@
  * fails cleanly with NoDevice, as on a machine with a driver but no GPU. Never shipped: a real machine's
  * loader finds the real libcuda.so.1. The list is cust_raw's `pub fn cu*` declarations (src/cuda.rs).
  * Extra arguments are harmless: on x86-64 the caller owns its argument registers and stack. */
-#define STUB(name) int name(void) { return 100; }
+#define STUB(name) __attribute__((weak)) int name(void) { return 100; }
 STUB(cuArray3DCreate_v2)
 STUB(cuArray3DGetDescriptor_v2)
 STUB(cuArrayCreate_v2)

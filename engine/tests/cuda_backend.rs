@@ -171,7 +171,7 @@ fn attention_from_gemms_and_masked_softmax_matches_the_engine() {
 }
 
 #[test]
-fn to_device_round_trips_every_dtype_and_host_ops_refuse_gpu_tensors() {
+fn to_device_round_trips_every_dtype_across_threads() {
     use engine::storage::Device as Place;
     let e = rand(&[2, 3], 12).to_device(Place::Cuda(9999)).unwrap_err().to_string();
     assert!(e.starts_with("to_device: cuda:9999: CUDA driver: "), "{e}");
@@ -189,8 +189,6 @@ fn to_device_round_trips_every_dtype_and_host_ops_refuse_gpu_tensors() {
         let g = t.to_device(Place::Cuda(0)).unwrap();
         assert_eq!(g.device(), Place::Cuda(0));
         assert_eq!((g.shape(), g.dtype()), (t.shape(), t.dtype()));
-        let e = g.exp().unwrap_err().to_string();
-        assert!(e.contains("is on cuda:0; move it with .to_device(Device::Cpu) first"), "{e}");
         // Moving between threads and back: the buffer is usable (and freed) from any thread.
         let back = std::thread::scope(|s| s.spawn(|| g.to_device(Place::Cpu).unwrap()).join().unwrap());
         assert_eq!(back.device(), Place::Cpu);

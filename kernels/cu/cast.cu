@@ -11,7 +11,6 @@ extern "C" __global__ void cast_bf16_f32(const u16* __restrict__ x, float* __res
   GRID_STRIDE(n) y[i] = bf16_to_f32(x[i]);
 }
 
-#ifndef KERNELS_CPU_EMULATION  // the f16 conversions are PTX instructions
 extern "C" __global__ void cast_f32_f16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
   GRID_STRIDE(n) y[i] = f32_to_f16(x[i]);
 }
@@ -19,4 +18,3 @@ extern "C" __global__ void cast_f32_f16(const float* __restrict__ x, u16* __rest
 extern "C" __global__ void cast_f16_f32(const u16* __restrict__ x, float* __restrict__ y, u64 n) {
   GRID_STRIDE(n) y[i] = f16_to_f32(x[i]);
 }
-#endif

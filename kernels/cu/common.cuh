@@ -43,7 +43,7 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
   return (u16)((x + rounding) >> 16);
 }
 
-// PTX conversions; not compiled by the CPU emulation (kernels/emu/), which has no f16 cast to run.
+// PTX conversions; the CPU emulation (kernels/emu/cuda_threads.h) defines its own.
 #ifndef KERNELS_CPU_EMULATION
 __device__ __forceinline__ float f16_to_f32(u16 h) {
   float f;

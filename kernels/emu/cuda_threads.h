@@ -1,15 +1,20 @@
-// A CUDA shim that runs a kernel's blocks one after another, each as blockDim.x real threads, with
-// __syncthreads as a block barrier, __shared__ as one static per kernel (shared by the block's threads)
-// and __shfl_xor_sync through a per-warp exchange buffer and barrier: enough to execute the
-// block-cooperative kernels (row reductions, the SIMT GEMM's shared-memory tiles) on the CPU.
+// A CUDA shim that runs the kernels of kernels/cu/ on the CPU, shared by kernels/check.sh
+// (emulate_blocks.cpp) and the emulated driver library (cuda/emulator/). A block's CUDA threads are
+// cooperative fibers (ucontext) on the calling OS thread: each runs until it reaches __syncthreads or a
+// warp exchange (__shfl_xor_sync, the emulated mma.sync), then yields; a barrier opens once every fiber
+// of the block (or warp) has arrived. __shared__ is one static per kernel, shared by the block's fibers,
+// so one grid runs at a time per process (callers serialise launches). Kernels that never synchronise
+// can run without fibers (emu::run_grid with cooperative = false); reaching a barrier there aborts,
+// naming the kernel, because a plain loop cannot honour it.
 #pragma once
-#include <barrier>
+#include <sys/mman.h>
+#include <ucontext.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #define KERNELS_CPU_EMULATION 1
@@ -24,8 +29,8 @@
 struct EmuDim3 {
   unsigned x, y, z;
 };
-static thread_local EmuDim3 threadIdx = {0, 0, 0};
-static EmuDim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+// Set by the scheduler before each fiber (or plain thread) runs.
+inline EmuDim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 
 inline float __uint_as_float(unsigned u) {
   float f;
@@ -40,33 +45,14 @@ inline unsigned __float_as_uint(float f) {
 inline float __int_as_float(int i) { return __uint_as_float((unsigned)i); }
 inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((uint64_t)a * b) >> 32); }
 
-namespace emu {
-inline std::unique_ptr<std::barrier<>> block_barrier;
-inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline float exchange[1024];
-}  // namespace emu
-
-inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
-
-// Every lane of the calling warp must call this (as on hardware with a full mask).
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  unsigned t = threadIdx.x, w = t / 32;
-  emu::exchange[t] = v;
-  emu::warp_barriers[w]->arrive_and_wait();
-  float r = emu::exchange[t ^ (unsigned)lane_mask];
-  emu::warp_barriers[w]->arrive_and_wait();
-  return r;
-}
-
+// Fibers never run in parallel, so a plain read-modify-write is atomic here.
 inline float atomicAdd(float* p, float v) {
-  static std::mutex m;
-  std::lock_guard<std::mutex> g(m);
   float old = *p;
-  *p += v;
+  *p = old + v;
   return old;
 }
 
-// f16 / bf16 bits to float, for the emulated mma.
+// f16 / bf16 bits to float (exact), for the emulated mma and the f16 casts.
 inline float emu_half_to_float(unsigned short h, bool bf16) {
   if (bf16) return __uint_as_float((unsigned)h << 16);
   unsigned sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;
@@ -74,8 +60,219 @@ inline float emu_half_to_float(unsigned short h, bool bf16) {
   return sign ? -v : v;
 }
 
+// The PTX cvt.f32.f16 / cvt.rn.f16.f32 that common.cuh uses on the GPU; GCC's _Float16 conversion
+// rounds to nearest even, as cvt.rn does.
+inline float f16_to_f32(unsigned short h) { return emu_half_to_float(h, false); }
+inline unsigned short f32_to_f16(float f) {
+  _Float16 h = (_Float16)f;
+  unsigned short bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
 namespace emu {
-inline unsigned mma_a[1024][4], mma_b[1024][2];
+constexpr unsigned max_threads = 1024;
+// Per fiber; the deepest kernel frame (the GEMMs' 64-float accumulators) uses a few KiB.
+constexpr size_t stack_bytes = 128 * 1024, guard_bytes = 4096;
+
+enum class State : unsigned char { ready, at_block_barrier, at_warp_barrier, done };
+
+// Context switch. glibc's swapcontext makes a sigprocmask system call per switch, which dominated the run
+// time (a row softmax switches ~25 times per thread), so x86-64 saves and restores the callee-saved
+// registers by hand; other targets fall back to ucontext.
+#if defined(__x86_64__)
+extern "C" void emu_switch_stack(void** save_sp, void* load_sp);
+extern "C" void emu_fiber_trampoline();
+// Weak so that every translation unit including this header may carry the same definition.
+asm(R"(
+  .text
+  .weak emu_switch_stack
+  .hidden emu_switch_stack
+  .type emu_switch_stack, @function
+emu_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch_stack, .-emu_switch_stack
+
+  .weak emu_fiber_trampoline
+  .hidden emu_fiber_trampoline
+  .type emu_fiber_trampoline, @function
+emu_fiber_trampoline:
+  call *%r12
+  ud2
+  .size emu_fiber_trampoline, .-emu_fiber_trampoline
+)");
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_to(Context& from, Context& to) { emu_switch_stack(&from.sp, to.sp); }
+// A fresh fiber: a frame that emu_switch_stack pops (r12 = entry) and returns into the trampoline from.
+inline void start_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+  auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t(15);
+  void** frame = reinterpret_cast<void**>(top) - 7;  // r15 r14 r13 r12 rbx rbp return-address
+  for (int i = 0; i < 7; ++i) frame[i] = nullptr;
+  frame[3] = reinterpret_cast<void*>(entry);
+  frame[6] = reinterpret_cast<void*>(&emu_fiber_trampoline);
+  c.sp = frame;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void start_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
+struct Scheduler {
+  Context main;
+  Context fibers[max_threads];
+  State state[max_threads];
+  unsigned parity[max_threads];  // per thread: which half of the double-buffered warp exchange is next
+  char* stacks = nullptr;        // max_threads stacks, each above a PROT_NONE guard page
+  bool in_fiber = false;
+  const char* kernel = "";
+  void (*body)(void*) = nullptr;
+  void* body_arg = nullptr;
+};
+inline Scheduler sched;
+
+[[noreturn]] inline void fail(const char* why) {
+  std::fprintf(stderr, "CUDA emulation of kernel %s: %s\n", sched.kernel, why);
+  std::fflush(stderr);
+  std::abort();
+}
+
+inline void yield(State s) {
+  if (!sched.in_fiber) fail("reached a barrier (__syncthreads / warp exchange) but is marked non-cooperative");
+  unsigned t = threadIdx.x;
+  sched.state[t] = s;
+  switch_to(sched.fibers[t], sched.main);
+}
+
+// Never returns: a finished fiber switches back to the scheduler for good.
+inline void fiber_main() {
+  sched.body(sched.body_arg);
+  unsigned t = threadIdx.x;
+  sched.state[t] = State::done;
+  switch_to(sched.fibers[t], sched.main);
+  fail("a finished fiber was resumed");
+}
+
+inline void make_stacks() {
+  if (sched.stacks) return;
+  size_t slot = stack_bytes + guard_bytes, total = slot * max_threads;
+  void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) fail("cannot map fiber stacks");
+  sched.stacks = static_cast<char*>(p);
+  // A fiber overflowing its stack faults on the guard page instead of corrupting its neighbour.
+  for (unsigned t = 0; t < max_threads; ++t) mprotect(sched.stacks + t * slot, guard_bytes, PROT_NONE);
+}
+
+// Runs one block (blockIdx, blockDim already set) as blockDim.x fibers until all have returned.
+inline void run_block_fibers() {
+  unsigned n = blockDim.x;
+  size_t slot = stack_bytes + guard_bytes;
+  for (unsigned t = 0; t < n; ++t) {
+    start_context(sched.fibers[t], sched.stacks + t * slot + guard_bytes, stack_bytes, fiber_main);
+    sched.state[t] = State::ready;
+    sched.parity[t] = 0;
+  }
+  sched.in_fiber = true;
+  for (;;) {
+    for (unsigned t = 0; t < n; ++t)
+      if (sched.state[t] == State::ready) {
+        threadIdx = {t, 0, 0};
+        switch_to(sched.main, sched.fibers[t]);
+      }
+    // Every fiber now waits at a barrier or has returned: open the barriers that everyone reached.
+    unsigned done = 0, at_block = 0;
+    bool opened = false;
+    for (unsigned t = 0; t < n; ++t) {
+      done += sched.state[t] == State::done;
+      at_block += sched.state[t] == State::at_block_barrier;
+    }
+    if (done == n) break;
+    for (unsigned w = 0; w * 32 < n; ++w) {
+      unsigned lo = w * 32, hi = lo + 32 < n ? lo + 32 : n, waiting = 0;
+      for (unsigned t = lo; t < hi; ++t) waiting += sched.state[t] == State::at_warp_barrier;
+      if (waiting == hi - lo) {
+        for (unsigned t = lo; t < hi; ++t) sched.state[t] = State::ready;
+        opened = true;
+      }
+    }
+    // Threads that have exited no longer count towards __syncthreads, as on the hardware.
+    if (!opened && at_block > 0 && at_block + done == n) {
+      for (unsigned t = 0; t < n; ++t)
+        if (sched.state[t] == State::at_block_barrier) sched.state[t] = State::ready;
+      opened = true;
+    }
+    if (!opened) {
+      sched.in_fiber = false;
+      fail("deadlock: a warp exchange or __syncthreads that not every thread of the warp / block reaches");
+    }
+  }
+  sched.in_fiber = false;
+}
+
+// Runs `body(arg)` for every thread of grid `grid` x `threads` (1-D blocks), one block after another.
+inline void run_grid(const char* kernel, EmuDim3 grid, unsigned threads, bool cooperative, void (*body)(void*), void* arg) {
+  if (threads == 0 || threads > max_threads) fail("block size outside 1..1024");
+  sched.kernel = kernel;
+  sched.body = body;
+  sched.body_arg = arg;
+  gridDim = grid;
+  blockDim = {threads, 1, 1};
+  if (cooperative) make_stacks();
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = {x, y, z};
+        if (cooperative) {
+          run_block_fibers();
+        } else {
+          for (unsigned t = 0; t < threads; ++t) {
+            threadIdx = {t, 0, 0};
+            body(arg);
+          }
+        }
+      }
+}
+
+// Double-buffered warp exchanges: a lane writes one half, waits for its warp, reads, and its next
+// exchange uses the other half. No lane can reach that next exchange's barrier before every lane has
+// passed this one, so the half being read is never overwritten early and one barrier per exchange does.
+inline float exchange[2][max_threads];
+inline unsigned mma_a[2][max_threads][4], mma_b[2][max_threads][2];
+inline unsigned next_half() { return sched.parity[threadIdx.x]++ & 1; }
+}  // namespace emu
+
+inline void __syncthreads() { emu::yield(emu::State::at_block_barrier); }
+
+// Every lane of the calling warp must call this (as on hardware with a full mask).
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+  unsigned t = threadIdx.x, h = emu::next_half();
+  emu::exchange[h][t] = v;
+  emu::yield(emu::State::at_warp_barrier);
+  return emu::exchange[h][t ^ (unsigned)lane_mask];
 }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} for the calling lane, from the PTX ISA's fragment
@@ -84,18 +281,18 @@ inline unsigned mma_a[1024][4], mma_b[1024][2];
 // (k 2t + 8 r + {0, 1}, col g); D element r is (row g + 8 (r / 2), col 2t + r % 2). Every lane of the
 // warp must call it.
 inline void emu_mma_m16n8k16(float* d, const unsigned* a, const unsigned* b, bool bf16) {
-  unsigned t = threadIdx.x, w = t / 32, base = w * 32, lane = t % 32;
-  for (int r = 0; r < 4; ++r) emu::mma_a[t][r] = a[r];
-  for (int r = 0; r < 2; ++r) emu::mma_b[t][r] = b[r];
-  emu::warp_barriers[w]->arrive_and_wait();
+  unsigned t = threadIdx.x, base = t / 32 * 32, lane = t % 32, h = emu::next_half();
+  for (int r = 0; r < 4; ++r) emu::mma_a[h][t][r] = a[r];
+  for (int r = 0; r < 2; ++r) emu::mma_b[h][t][r] = b[r];
+  emu::yield(emu::State::at_warp_barrier);
   auto elem = [&](unsigned word, unsigned k) { return emu_half_to_float((unsigned short)(word >> (16 * (k & 1))), bf16); };
   auto a_at = [&](unsigned row, unsigned k) {
     unsigned src = base + (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8) + 2 * (k >= 8);
-    return elem(emu::mma_a[src][reg], k);
+    return elem(emu::mma_a[h][src][reg], k);
   };
   auto b_at = [&](unsigned k, unsigned col) {
     unsigned src = base + col * 4 + (k % 8) / 2, reg = k >= 8;
-    return elem(emu::mma_b[src][reg], k);
+    return elem(emu::mma_b[h][src][reg], k);
   };
   for (unsigned r = 0; r < 4; ++r) {
     unsigned row = lane / 4 + 8 * (r / 2), col = 2 * (lane % 4) + r % 2;
@@ -103,27 +300,10 @@ inline void emu_mma_m16n8k16(float* d, const unsigned* a, const unsigned* b, boo
     for (unsigned k = 0; k < 16; ++k) s += a_at(row, k) * b_at(k, col);
     d[r] += s;
   }
-  emu::warp_barriers[w]->arrive_and_wait();
 }
 
-// Runs `kernel()` over grid (gx, gy, gz) with `threads` (a multiple of 32, at most 1024) per block.
+// Runs `kernel()` over grid (gx, gy, gz) with `threads` (at most 1024) per block, cooperatively.
 template <class F>
 void emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned threads, F kernel) {
-  gridDim = {gx, gy, gz};
-  blockDim = {threads, 1, 1};
-  emu::block_barrier = std::make_unique<std::barrier<>>(threads);
-  emu::warp_barriers.clear();
-  for (unsigned w = 0; w < threads / 32; ++w) emu::warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-  for (unsigned z = 0; z < gz; ++z)
-    for (unsigned y = 0; y < gy; ++y)
-      for (unsigned x = 0; x < gx; ++x) {
-        blockIdx = {x, y, z};
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([t, &kernel] {
-            threadIdx = {t, 0, 0};
-            kernel();
-          });
-        for (auto& th : pool) th.join();
-      }
+  emu::run_grid("(emu_launch)", {gx, gy, gz}, threads, true, [](void* f) { (*static_cast<F*>(f))(); }, &kernel);
 }

@@ -1,7 +1,8 @@
-// CPU emulation of the grid-stride kernels (see cuda_shim.h), each against a naive reference written
+// CPU emulation of the grid-stride kernels, called directly as one thread looping over the grid
+// (cuda_threads.h's dims default to one block of one thread), each against a naive reference written
 // here, plus the C Philox against Random123's known answers and the Layout struct's byte layout (which
 // the Rust side, kernels::Layout, mirrors). Run by kernels/check.sh; exits non-zero on any mismatch.
-#include "cuda_shim.h"
+#include "cuda_threads.h"
 #include <cstddef>
 #include <cstdio>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "../cu/optim.cu"
 #include "../cu/reduce.cu"
 #include "../cu/rope.cu"
+#include "../cu/select.cu"
 
 static int failures = 0;
 
@@ -207,6 +209,86 @@ static void bf16_cast() {
   }
 }
 
+static void f16_cast() {
+  std::vector<float> x = {1.0f, -2.5f, 65504.0f, 70000.0f, 6.0e-8f, 1.0f / 3.0f, INFINITY};
+  x.push_back(__uint_as_float(0x3f801000u));  // exactly halfway between two f16: rounds to even (down)
+  x.push_back(__uint_as_float(0x3f803000u));  // halfway, rounds to even (up)
+  std::vector<u16> h(x.size());
+  std::vector<float> back(x.size());
+  cast_f32_f16(x.data(), h.data(), x.size());
+  cast_f16_f32(h.data(), back.data(), x.size());
+  u16 want[] = {0x3c00, 0xc100, 0x7bff, 0x7c00, 0x0001, 0x3555, 0x7c00, 0x3c00, 0x3c02};
+  float want_back[] = {1.0f, -2.5f, 65504.0f, INFINITY, 5.9604644775390625e-8f, 0.333251953125f, INFINITY, 1.0f, 1.001953125f};
+  for (size_t i = 0; i < x.size(); ++i) {
+    expect(h[i] == want[i], "f32 -> f16 bits", i, h[i], want[i]);
+    expect(back[i] == want_back[i], "f16 -> f32", i, back[i], want_back[i]);
+  }
+}
+
+// select.cu: strided copies into a slice of a larger output, where over three broadcast inputs (with a
+// -inf fill), comparisons with NaN, and the u8 <-> f32 casts, each against a naive loop.
+static void select_kernels() {
+  auto set = [](Layout& l, std::vector<size_t> shape, std::vector<i64> sa, std::vector<i64> sb) {
+    l = Layout{};
+    l.ndim = (u32)shape.size();
+    for (size_t d = 0; d < shape.size(); ++d) {
+      l.shape[d] = shape[d];
+      l.stride_a[d] = sa[d];
+      l.stride_b[d] = sb[d];
+    }
+  };
+  // x: a [5][3] buffer read transposed as [3, 5]; written into columns 2..7 of a [3, 9] output (the
+  // host passes the slice's address and the output's strides). The other columns stay untouched.
+  auto x = values(15, 20, -1, 1);
+  std::vector<float> y(27, 7.0f);
+  Layout l;
+  set(l, {3, 5}, {1, 3}, {9, 1});
+  copy_strided_f32(x.data(), y.data() + 2, l, 15);
+  std::vector<double> want(27, 7.0);
+  for (size_t i = 0; i < 3; ++i)
+    for (size_t j = 0; j < 5; ++j) want[i * 9 + 2 + j] = x[j * 3 + i];
+  close("copy_strided into a slice", y, want, 0);
+
+  // out[2][3][4] = mask (a [3][1] column, u8) ? a (a [4] row) : b (a [4][3][2] buffer permuted).
+  u8 mask[3] = {1, 0, 7};
+  std::vector<float> a = {-INFINITY, 1.5f, -2.0f, 0.25f};
+  auto b = values(24, 21, -1, 1);
+  Layout ma, lb;
+  set(ma, {2, 3, 4}, {0, 1, 0}, {0, 0, 1});
+  set(lb, {2, 3, 4}, {1, 2, 6}, {0, 0, 0});
+  std::vector<float> out(24);
+  where_f32(mask, a.data(), b.data(), out.data(), ma, lb, 24);
+  want.assign(24, 0.0);
+  for (size_t i = 0; i < 2; ++i)
+    for (size_t j = 0; j < 3; ++j)
+      for (size_t k = 0; k < 4; ++k) want[(i * 3 + j) * 4 + k] = mask[j] ? a[k] : b[i + 2 * j + 6 * k];
+  for (size_t i = 0; i < 24; ++i) expect(out[i] == (float)want[i], "where, broadcast / -inf", i, out[i], want[i]);
+
+  // compare a [2, 3] against a broadcast row, NaN on either side.
+  std::vector<float> ca = {1.0f, NAN, -0.0f, 2.0f, 3.0f, NAN};
+  std::vector<float> cb = {1.0f, 1.0f, 0.0f};
+  set(l, {2, 3}, {3, 1}, {0, 1});
+  std::vector<u8> cmp(6);
+  for (u32 op : {(u32)C_GE, (u32)C_GT, (u32)C_EQ, (u32)C_NE}) {
+    compare_f32(ca.data(), cb.data(), cmp.data(), l, 6, op);
+    for (size_t i = 0; i < 6; ++i) {
+      float p = ca[i], q = cb[i % 3];
+      bool w = op == C_GE ? p >= q : op == C_GT ? p > q : op == C_EQ ? p == q : p != q;
+      expect(cmp[i] == (w ? 1 : 0), "compare", op * 6 + i, cmp[i], w);
+    }
+  }
+
+  std::vector<u8> bytes = {0, 1, 128, 255};
+  std::vector<float> wide(4);
+  cast_u8_f32(bytes.data(), wide.data(), 4);
+  close("u8 -> f32", wide, {0.0, 1.0, 128.0, 255.0}, 0);
+  std::vector<float> f = {-3.5f, -0.5f, 0.0f, 0.99f, 1.0f, 200.7f, 255.0f, 255.5f, 1e9f, NAN, INFINITY, -INFINITY};
+  u8 want_u8[] = {0, 0, 0, 0, 1, 200, 255, 255, 255, 0, 255, 0};  // Rust's saturating `as u8`
+  std::vector<u8> narrow(f.size());
+  cast_f32_u8(f.data(), narrow.data(), f.size());
+  for (size_t i = 0; i < f.size(); ++i) expect(narrow[i] == want_u8[i], "f32 -> u8", i, narrow[i], want_u8[i]);
+}
+
 int main() {
   layout_struct();
   philox_known_answers();
@@ -215,10 +297,12 @@ int main() {
   reduce_and_embedding();
   rope_and_optim();
   bf16_cast();
+  f16_cast();
+  select_kernels();
   if (failures) {
     std::printf("kernels CPU emulation: %d mismatches\n", failures);
     return 1;
   }
-  std::printf("kernels CPU emulation: ok (layout, philox, dropout, elementwise, reduce, embedding, rope, optim, bf16)\n");
+  std::printf("kernels CPU emulation: ok (layout, philox, dropout, elementwise, reduce, embedding, rope, optim, bf16, f16, select)\n");
   return 0;
 }
