@@ -1,9 +1,11 @@
 //! Reductions over axes: sum, mean, max/argmax, and `sum_to` (the backward of broadcasting).
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Device};
 use crate::tensor::Tensor;
 
 /// `[outer, r, inner]` sizes around `dim`.
@@ -18,15 +20,25 @@ fn keepdim_shape(shape: &[usize], dim: usize) -> Vec<usize> {
 }
 
 impl Tensor {
-    /// Sum over one dim, keeping it as size 1.
-    fn sum_keepdim(&self, dim: usize) -> Result<Tensor> {
-        self.layout().check_dim("sum", dim)?;
+    /// Sum over the adjacent dims `a..b`, keeping them as size 1.
+    fn sum_run_keepdim(&self, a: usize, b: usize) -> Result<Tensor> {
         let x = self.float_input("sum")?.contiguous()?;
-        let (outer, r, inner) = split_at_dim(x.shape(), dim);
-        let out = cpu::sum_axis(&x.read::<f32>("sum")?, outer, r, inner);
+        let shape = x.shape();
+        let split = (shape[..a].iter().product(), shape[a..b].iter().product(), shape[b..].iter().product());
+        let mut out_shape = shape.to_vec();
+        out_shape[a..b].fill(1);
+        let out = match x.device() {
+            Device::Cpu => {
+                let (outer, r, inner) = split;
+                let out = cpu::sum_axis(&x.read::<f32>("sum")?, outer, r, inner);
+                Tensor::from_op(CpuStorage::F32(out), &out_shape, None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::sum(o, &x, split, &out_shape)?,
+        };
         let in_shape = x.shape().to_vec();
         let node = record("sum", &[&x], move |_, g| Ok(vec![Some(g.broadcast_as(&in_shape)?)]));
-        Ok(Tensor::from_op(CpuStorage::F32(out), &keepdim_shape(x.shape(), dim), node))
+        Ok(out.with_node_opt(node))
     }
 
     /// Sum over `dims` (any order, no repeats).
@@ -37,9 +49,21 @@ impl Tensor {
         if sorted.len() != dims.len() {
             return Err(Error::shape("sum", format!("repeated dims in {dims:?}")));
         }
+        for &d in &sorted {
+            self.layout().check_dim("sum", d)?;
+        }
+        // Runs of adjacent dims, each reduced at once; the host keeps one dim per pass (its rounding).
+        let merge = self.device() != Device::Cpu;
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &d in &sorted {
+            match runs.last_mut() {
+                Some(run) if merge && run.1 == d => run.1 = d + 1,
+                _ => runs.push((d, d + 1)),
+            }
+        }
         let mut t = self.clone();
-        for &d in sorted.iter().rev() {
-            t = t.sum_keepdim(d)?;
+        for &(a, b) in runs.iter().rev() {
+            t = t.sum_run_keepdim(a, b)?;
         }
         if keepdim || sorted.is_empty() {
             return Ok(t);
@@ -72,18 +96,32 @@ impl Tensor {
         if r == 0 {
             return Err(Error::shape("max", format!("dim {dim} of {:?} is empty", x.shape())));
         }
-        let (vals, idx) = cpu::max_axis(&x.read::<f32>("max")?, outer, r, inner);
         let in_shape = x.shape().to_vec();
-        let node = record("max", &[&x], move |_, g| {
-            let g = g.contiguous()?.to_vec::<f32>()?;
-            let mut gx = vec![0.0f32; outer * r * inner];
-            for (k, (&gi, &j)) in g.iter().zip(&idx).enumerate() {
-                let (o, i) = (k / inner, k % inner);
-                gx[(o * r + j as usize) * inner + i] += gi;
+        let out_shape = keepdim_shape(x.shape(), dim);
+        let t = match x.device() {
+            Device::Cpu => {
+                let (vals, idx) = cpu::max_axis(&x.read::<f32>("max")?, outer, r, inner);
+                let node = record("max", &[&x], move |_, g| {
+                    let g = g.contiguous()?.to_vec::<f32>()?;
+                    let mut gx = vec![0.0f32; outer * r * inner];
+                    for (k, (&gi, &j)) in g.iter().zip(&idx).enumerate() {
+                        let (o, i) = (k / inner, k % inner);
+                        gx[(o * r + j as usize) * inner + i] += gi;
+                    }
+                    Ok(vec![Some(Tensor::from_vec(gx, &in_shape)?)])
+                });
+                Tensor::from_op(CpuStorage::F32(vals), &out_shape, node)
             }
-            Ok(vec![Some(Tensor::from_vec(gx, &in_shape)?)])
-        });
-        let t = Tensor::from_op(CpuStorage::F32(vals), &keepdim_shape(x.shape(), dim), node);
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ord) => {
+                let split = (outer, r, inner);
+                let (vals, onehot) = cuda::max(ord, &x, split, &out_shape)?;
+                let node = record("max", &[&x], move |_, g| {
+                    Ok(vec![Some(cuda::max_backward(ord, &onehot, &g.contiguous()?, split)?)])
+                });
+                vals.with_node_opt(node)
+            }
+        };
         if keepdim {
             Ok(t)
         } else {
@@ -99,8 +137,14 @@ impl Tensor {
         if r == 0 {
             return Err(Error::shape("argmax", format!("dim {dim} of {:?} is empty", x.shape())));
         }
-        let (_, idx) = cpu::max_axis(&x.read::<f32>("argmax")?, outer, r, inner);
-        let t = Tensor::from_vec(idx, &keepdim_shape(x.shape(), dim))?;
+        let t = match x.device() {
+            Device::Cpu => {
+                let (_, idx) = cpu::max_axis(&x.read::<f32>("argmax")?, outer, r, inner);
+                Tensor::from_vec(idx, &keepdim_shape(x.shape(), dim))?
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::argmax(o, &x, (outer, r, inner), &keepdim_shape(x.shape(), dim))?,
+        };
         if keepdim {
             Ok(t)
         } else {

@@ -9,10 +9,12 @@
 //! - A NaN anywhere in a row makes the whole output row NaN; a +inf makes it NaN, as in PyTorch.
 //! - bf16/f16 inputs are computed in f32 and give an f32 result, like the elementwise ops.
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::record;
 use crate::error::Result;
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Device};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -35,19 +37,27 @@ impl Tensor {
         }
         let x = self.float_input(op)?.contiguous()?;
         let n = x.shape()[last];
-        let y = cpu::softmax_rows(&x.read::<f32>(op)?, n, log);
+        let y = match x.device() {
+            Device::Cpu => {
+                Tensor::from_op(CpuStorage::F32(cpu::softmax_rows(&x.read::<f32>(op)?, n, log)), x.shape(), None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::forward(op, o, &x, n, log)?,
+        };
         let node = record(op, &[&x], move |out, g| {
             let g = g.contiguous()?;
-            let gx = {
-                let (yd, gd) = (out.read::<f32>(op)?, g.read::<f32>(op)?);
-                if log {
-                    cpu::log_softmax_backward(&yd, &gd, n)
-                } else {
-                    cpu::softmax_backward(&yd, &gd, n)
+            let gx = match out.device() {
+                Device::Cpu => {
+                    let (yd, gd) = (out.read::<f32>(op)?, g.read::<f32>(op)?);
+                    let gx =
+                        if log { cpu::log_softmax_backward(&yd, &gd, n) } else { cpu::softmax_backward(&yd, &gd, n) };
+                    Tensor::from_vec(gx, out.shape())?
                 }
+                #[cfg(feature = "cuda")]
+                Device::Cuda(o) => cuda::backward(op, o, out, &g, n, log)?,
             };
-            Ok(vec![Some(Tensor::from_vec(gx, out.shape())?)])
+            Ok(vec![Some(gx)])
         });
-        Ok(Tensor::from_op(CpuStorage::F32(y), x.shape(), node))
+        Ok(y.with_node_opt(node))
     }
 }

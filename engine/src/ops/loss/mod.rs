@@ -6,12 +6,15 @@
 //! - when every target is ignored (or there are no rows), PyTorch returns NaN (0/0); this returns
 //!   0.0 with a zero gradient, so a batch made only of padding does not poison a training run;
 //! - a row whose logits are all -inf has loss +inf (its target has probability 0) instead of NaN.
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::record;
 use crate::cpu::pool::{alloc_f32, alloc_f32_zeroed};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::softmax::cpu::{exp_sum, for_each_row, map1, map_rows, max};
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Device};
 use crate::tensor::Tensor;
 use wide::f32x8;
 
@@ -96,7 +99,8 @@ impl Tensor {
                 ),
             ));
         }
-        let t = targets.to_vec::<i64>()?;
+        // Targets may live on either device; the range check and the count need them on the host.
+        let t = targets.to_device(Device::Cpu)?.to_vec::<i64>()?;
         for (i, &ti) in t.iter().enumerate() {
             if ti != ignore_index && (ti < 0 || ti >= c as i64) {
                 return Err(Error::invalid(
@@ -111,28 +115,37 @@ impl Tensor {
         }
         let count = t.iter().filter(|&&ti| ti != ignore_index).count();
         let x = self.float_input(OP)?.contiguous()?;
-        let (stats, loss) = {
-            let xd = x.read::<f32>(OP)?;
-            let stats = row_stats(&xd, &t, c, ignore_index);
-            let mut total = 0.0f64;
-            for (r, s) in stats.iter().enumerate() {
-                if let Some((m, ls)) = *s {
-                    let xt = xd[r * c + t[r] as usize];
-                    total += if m == f32::NEG_INFINITY { f64::INFINITY } else { (m - xt) as f64 + ls as f64 };
-                }
-            }
-            (stats, if count == 0 { 0.0 } else { (total / count as f64) as f32 })
-        };
-        let input = x.clone();
-        let node = record(OP, &[&x], move |_, g| {
-            let scale = if count == 0 { 0.0 } else { g.to_scalar()? / count as f32 };
-            let gx = if count == 0 {
-                alloc_f32_zeroed(input.numel())
-            } else {
-                backward_rows(&input.read::<f32>(OP)?, &t, &stats, c, scale)
-            };
-            Ok(vec![Some(Tensor::from_vec(gx, input.shape())?)])
-        });
-        Ok(Tensor::from_op(CpuStorage::F32(vec![loss]), &[], node))
+        match x.device() {
+            Device::Cpu => Ok(cross_entropy_host(x, t, c, ignore_index, count)?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::cross_entropy(o, x, &t, c, ignore_index, count),
+        }
     }
+}
+
+/// The loss on the host of contiguous logits `x` with validated targets `t`, `count` of them kept.
+fn cross_entropy_host(x: Tensor, t: Vec<i64>, c: usize, ignore_index: i64, count: usize) -> Result<Tensor> {
+    let (stats, loss) = {
+        let xd = x.read::<f32>(OP)?;
+        let stats = row_stats(&xd, &t, c, ignore_index);
+        let mut total = 0.0f64;
+        for (r, s) in stats.iter().enumerate() {
+            if let Some((m, ls)) = *s {
+                let xt = xd[r * c + t[r] as usize];
+                total += if m == f32::NEG_INFINITY { f64::INFINITY } else { (m - xt) as f64 + ls as f64 };
+            }
+        }
+        (stats, if count == 0 { 0.0 } else { (total / count as f64) as f32 })
+    };
+    let input = x.clone();
+    let node = record(OP, &[&x], move |_, g| {
+        let scale = if count == 0 { 0.0 } else { g.to_scalar()? / count as f32 };
+        let gx = if count == 0 {
+            alloc_f32_zeroed(input.numel())
+        } else {
+            backward_rows(&input.read::<f32>(OP)?, &t, &stats, c, scale)
+        };
+        Ok(vec![Some(Tensor::from_vec(gx, input.shape())?)])
+    });
+    Ok(Tensor::from_op(CpuStorage::F32(vec![loss]), &[], node))
 }
