@@ -38,12 +38,20 @@ fn sum_to_undoes_broadcasting() {
 }
 
 #[test]
-fn empty_sums_are_zero() {
+fn empty_tensors_reduce_like_the_host() {
     let Some(dev) = gpu() else { return };
     let x = Tensor::zeros(&[3, 0, 5], engine::DType::F32).to_device(dev).unwrap();
     let s = x.sum(&[1], false).unwrap();
     assert_eq!(s.shape(), &[3, 5]);
     assert_eq!(host(&s), vec![0.0; 15]);
+    assert_eq!(x.sum(&[0], false).unwrap().shape(), &[0, 5]);
+    assert_eq!(x.max(0, false).unwrap().shape(), &[0, 5]);
+    assert_eq!(x.argmax(2, true).unwrap().shape(), &[3, 0, 1]);
+    assert!(x.max(1, false).is_err(), "max over an empty dim");
+    assert_eq!(x.softmax(2).unwrap().shape(), &[3, 0, 5]);
+    let logits = Tensor::zeros(&[0, 10], engine::DType::F32).to_device(dev).unwrap();
+    let none = Tensor::from_vec(Vec::<i64>::new(), &[0]).unwrap();
+    assert_eq!(host(&logits.cross_entropy(&none).unwrap()), vec![0.0]);
 }
 
 /// Values with many ties (multiples of 0.5 in [-1, 1]), plus the special values the host handles.
@@ -187,10 +195,13 @@ fn cross_entropy_matches_the_host_with_ignored_rows() {
     check("cross_entropy long rows", &[long, lt], &[true, false], 1e-5, |v| v[0].cross_entropy(&v[1]));
 
     let Some(dev) = gpu() else { return };
-    // Host targets with GPU logits.
+    // Host targets with GPU logits, and GPU targets with host logits.
     let want = logits.cross_entropy(&t).unwrap();
     let got = logits.to_device(dev).unwrap().cross_entropy(&t).unwrap();
     assert_close("cross_entropy with host targets", &got, &want, 1e-5);
+    let on_host = logits.cross_entropy(&t.to_device(dev).unwrap()).unwrap();
+    assert_eq!(on_host.device(), Device::Cpu);
+    assert_eq!(on_host.to_scalar().unwrap(), want.to_scalar().unwrap());
 }
 
 #[test]
