@@ -143,7 +143,6 @@ impl Tensor {
 
 /// `f` applied to the f32 buffer of the storage behind `t`, mutably (optimizer updates, accumulation).
 /// Fails if an op still holds the buffer (it cannot, between ops) or the tensor is not f32 on a GPU.
-#[allow(dead_code)] // the optimizers use it once their GPU path lands
 pub(crate) fn update_gpu_f32<R>(
     t: &Tensor,
     op: &'static str,

@@ -11,12 +11,21 @@ fn present<'a>(grads: &'a Grads, params: &'a [Tensor]) -> impl Iterator<Item = (
     params.iter().filter(move |p| seen.insert(p.id())).filter_map(move |p| grads.get(p).map(|g| (p, g)))
 }
 
-/// The global L2 norm of the gradients of `params` (those that have one), accumulated in f64.
+/// The global L2 norm of the gradients of `params` (those that have one), accumulated in f64. A
+/// gradient on a GPU is summed there in f32 (squares, then sums of rows of 1024) and only its sum
+/// of squares comes back, so the norm can differ from the host's in the last bits.
 pub fn grad_norm(grads: &Grads, params: &[Tensor]) -> Result<f32> {
+    const OP: &str = "grad_norm";
     let mut total = 0.0f64;
     for (_, g) in present(grads, params) {
-        let g = g.to_dtype(DType::F32)?.contiguous()?;
-        let v = g.read::<f32>("grad_norm")?;
+        let g = g.to_dtype(DType::F32)?;
+        #[cfg(feature = "cuda")]
+        if let crate::storage::Device::Cuda(o) = g.device() {
+            total += super::cuda::sum_squares(OP, o, &g)?;
+            continue;
+        }
+        let g = g.contiguous()?;
+        let v = g.read::<f32>(OP)?;
         total += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
     }
     Ok(total.sqrt() as f32)

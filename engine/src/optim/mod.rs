@@ -6,8 +6,13 @@
 //! exported and loaded into a fresh process whose tensors have different ids: pass the same list, in
 //! the same order, at every step. Parameters without a gradient are skipped and their state is left
 //! untouched (frozen parameters may stay in the list).
+//!
+//! A parameter on a GPU is updated there (`cuda.rs`), from a gradient on the same GPU, and its state
+//! lives on that GPU; exporting the state (`state`, `state_tensors`) downloads it.
 pub mod adamw;
 pub mod clip;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod schedule;
 pub mod sgd;
 
@@ -19,8 +24,84 @@ pub use sgd::{Sgd, SgdState};
 use crate::autograd::Grads;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::storage::Device;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+
+/// One per-parameter state buffer (a moment, a momentum buffer), kept on the parameter's device.
+#[derive(Clone, Debug)]
+pub(crate) enum Moment {
+    Host(Vec<f32>),
+    /// On GPU `ordinal`; clones of an optimizer share it until one of them writes (copy on write).
+    #[cfg(feature = "cuda")]
+    Gpu {
+        ordinal: u32,
+        buf: cuda::DeviceBuf,
+    },
+}
+
+impl Moment {
+    /// `n` zeros on `device`.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] // `op` names GPU errors only
+    pub(crate) fn zeros(op: &'static str, device: Device, n: usize) -> Result<Moment> {
+        match device {
+            Device::Cpu => Ok(Moment::Host(vec![0.0; n])),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => Ok(Moment::Gpu { ordinal, buf: cuda::zeros(op, ordinal, n)? }),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Moment::Host(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Moment::Gpu { buf, .. } => buf.len(),
+        }
+    }
+
+    /// The values on the host (a download for a GPU buffer).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] // `op` names GPU errors only
+    pub(crate) fn to_host(&self, op: &'static str) -> Result<Vec<f32>> {
+        match self {
+            Moment::Host(v) => Ok(v.clone()),
+            #[cfg(feature = "cuda")]
+            Moment::Gpu { ordinal, buf } => cuda::download(op, *ordinal, buf),
+        }
+    }
+
+    /// Moves the buffer to `device` if it is elsewhere (a parameter that moved, a loaded state).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] // `op` names GPU errors only
+    pub(crate) fn move_to(&mut self, op: &'static str, device: Device) -> Result<()> {
+        match (&*self, device) {
+            (Moment::Host(_), Device::Cpu) => Ok(()),
+            #[cfg(feature = "cuda")]
+            (Moment::Gpu { ordinal, .. }, Device::Cuda(o)) if *ordinal == o => Ok(()),
+            #[cfg(feature = "cuda")]
+            (_, Device::Cuda(o)) => {
+                let v = self.to_host(op)?;
+                *self = Moment::Gpu { ordinal: o, buf: cuda::upload(op, o, &v)? };
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            (Moment::Gpu { .. }, Device::Cpu) => {
+                *self = Moment::Host(self.to_host(op)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The host values for writing; fails if the buffer is on a GPU (call `move_to` first).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] // `op` names GPU errors only
+    pub(crate) fn host_mut(&mut self, op: &'static str) -> Result<&mut Vec<f32>> {
+        match self {
+            Moment::Host(v) => Ok(v),
+            #[cfg(feature = "cuda")]
+            Moment::Gpu { ordinal, .. } => {
+                Err(Error::invalid(op, format!("optimizer state is on cuda:{ordinal}, the parameter on the host")))
+            }
+        }
+    }
+}
 
 /// What every optimizer offers a training loop.
 pub trait Optimizer {

@@ -8,7 +8,10 @@
 //!     d ← d + momentum·b   (nesterov)   or   d ← b
 //! p ← p − lr·d
 //! ```
-use super::{check_state_len, for_chunks, with_param_and_grad, Optimizer};
+//!
+//! On a GPU the `sgd_f32` kernel runs the update (see `cuda::sgd_step` for dampening and Nesterov),
+//! equal to the host's up to rounding, with the momentum buffers on the parameter's GPU.
+use super::{check_state_len, for_chunks, with_param_and_grad, Moment, Optimizer};
 use crate::autograd::Grads;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -26,13 +29,14 @@ pub struct Sgd {
     pub dampening: f32,
     pub weight_decay: f32,
     pub nesterov: bool,
-    state: SgdState,
+    /// Momentum buffers by parameter position, on the parameters' devices.
+    state: Vec<Option<Moment>>,
 }
 
 impl Sgd {
     /// Plain SGD (no momentum, dampening or weight decay), like `torch.optim.SGD(params, lr)`.
     pub fn new(lr: f32) -> Self {
-        Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, state: SgdState::default() }
+        Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, state: Vec::new() }
     }
     pub fn with_momentum(mut self, momentum: f32) -> Self {
         self.momentum = momentum;
@@ -73,8 +77,9 @@ impl Sgd {
 
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, params: &[Tensor], grads: &Grads) -> Result<()> {
+        const OP: &str = "Sgd::step";
         self.validate()?;
-        let bufs = &mut self.state.momentum_buffers;
+        let bufs = &mut self.state;
         if bufs.len() < params.len() {
             bufs.resize(params.len(), None);
         }
@@ -82,8 +87,38 @@ impl Sgd {
             (-self.lr, self.momentum, 1.0 - self.dampening, self.weight_decay, self.nesterov);
         for (i, p) in params.iter().enumerate() {
             let Some(g) = grads.get(p) else { continue };
+            let device = p.device();
+            let first = bufs[i].is_none();
+            #[cfg(feature = "cuda")]
+            if let crate::storage::Device::Cuda(o) = device {
+                let h = super::cuda::SgdStep {
+                    lr: self.lr,
+                    momentum: mom,
+                    dampening: self.dampening,
+                    weight_decay: wd,
+                    nesterov,
+                    first,
+                };
+                let buf = match (mom == 0.0, &mut bufs[i]) {
+                    (true, _) => None,
+                    (false, Some(b)) => {
+                        check_state_len(OP, i, p, b.len())?;
+                        b.move_to(OP, device)?;
+                        match b {
+                            Moment::Gpu { buf, .. } => Some(buf),
+                            Moment::Host(_) => return Err(Error::invalid(OP, "momentum buffer left on the host")),
+                        }
+                    }
+                    (false, empty) => match empty.insert(Moment::zeros(OP, device, p.numel())?) {
+                        Moment::Gpu { buf, .. } => Some(buf),
+                        Moment::Host(_) => return Err(Error::invalid(OP, "momentum buffer made on the host")),
+                    },
+                };
+                super::cuda::sgd_step(OP, i, o, p, g, buf, &h)?;
+                continue;
+            }
             if mom == 0.0 {
-                with_param_and_grad("Sgd::step", i, p, g, |p, g| {
+                with_param_and_grad(OP, i, p, g, |p, g| {
                     for_chunks(p, g, [], |p, g, []| {
                         for j in 0..p.len() {
                             let d = if wd != 0.0 { g[j] + wd * p[j] } else { g[j] };
@@ -93,10 +128,14 @@ impl Sgd {
                 })?;
                 continue;
             }
-            let first = bufs[i].is_none();
-            let buf = bufs[i].get_or_insert_with(|| vec![0.0; p.numel()]);
-            check_state_len("Sgd::step", i, p, buf.len())?;
-            with_param_and_grad("Sgd::step", i, p, g, |p, g| {
+            let buf = match &mut bufs[i] {
+                Some(b) => b,
+                empty => empty.insert(Moment::zeros(OP, device, p.numel())?),
+            };
+            check_state_len(OP, i, p, buf.len())?;
+            buf.move_to(OP, device)?;
+            let buf = buf.host_mut(OP)?;
+            with_param_and_grad(OP, i, p, g, |p, g| {
                 for_chunks(p, g, [buf.as_mut_slice()], |p, g, [b]| {
                     for j in 0..p.len() {
                         let d = if wd != 0.0 { g[j] + wd * p[j] } else { g[j] };
@@ -111,9 +150,10 @@ impl Sgd {
         Ok(())
     }
 
-    /// A copy of the momentum buffers, for checkpoints.
-    pub fn state(&self) -> SgdState {
-        self.state.clone()
+    /// A copy of the momentum buffers on the host, for checkpoints (buffers on a GPU are downloaded).
+    pub fn state(&self) -> Result<SgdState> {
+        let bufs = self.state.iter().map(|b| b.as_ref().map(|b| b.to_host("Sgd::state")).transpose());
+        Ok(SgdState { momentum_buffers: bufs.collect::<Result<_>>()? })
     }
 
     /// Replaces the momentum buffers with ones saved by `state()`, after checking that they fit
@@ -134,7 +174,7 @@ impl Sgd {
                 check_state_len("Sgd::load_state", i, &params[i], b.len())?;
             }
         }
-        self.state = state;
+        self.state = state.momentum_buffers.into_iter().map(|b| b.map(Moment::Host)).collect();
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! LayerNorm and RMSNorm over the last dim, with fused backward passes for the input, the weight
 //! and the bias. The forward saves each row's mean and 1/std; the backward recomputes x̂ from them.
-//! Computation is in f32 (bf16/f16 inputs are converted), and the result is f32.
+//! Computation is in f32 (bf16/f16 inputs are converted), and the result is f32. On a GPU the
+//! same passes run through `cuda.rs`, the statistics staying on the device.
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use self::cpu::Wants;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -53,15 +56,26 @@ impl Tensor {
         };
         let (w, b) = (param(weight, "weight")?, param(bias, "bias")?);
         let x = self.float_input(op)?.contiguous()?;
-        let (y, stats) = {
-            let xd = x.read::<f32>(op)?;
-            let wd = w.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
-            let bd = b.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
-            cpu::norm_forward(&xd, n, wd.as_deref(), bd.as_deref(), eps, centered)
-        };
         let mut inputs: Vec<&Tensor> = vec![&x];
         inputs.extend(w.iter());
         inputs.extend(b.iter());
+        let (y, saved) = match common_device(op, &inputs)? {
+            Device::Cpu => {
+                let (y, stats) = {
+                    let xd = x.read::<f32>(op)?;
+                    let wd = w.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
+                    let bd = b.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
+                    cpu::norm_forward(&xd, n, wd.as_deref(), bd.as_deref(), eps, centered)
+                };
+                (Tensor::from_op(CpuStorage::F32(y), x.shape(), None), Saved::Cpu(stats))
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => {
+                let i = cuda::Inputs { x: &x, w: w.as_ref(), b: b.as_ref(), cols: n, eps, centered };
+                let (y, saved) = cuda::forward(op, o, &i)?;
+                (y, Saved::Gpu(o, saved))
+            }
+        };
         let (xs, ws, bs) = (x.clone(), w.clone(), b.clone());
         let node = record(op, &inputs, move |_, g| {
             let g = g.contiguous()?;
@@ -70,20 +84,42 @@ impl Tensor {
                 w: ws.as_ref().is_some_and(|t| t.tracks_grad()),
                 b: bs.as_ref().is_some_and(|t| t.tracks_grad()),
             };
-            let (gx, gw, gb) = {
-                let (xd, gd) = (xs.read::<f32>(op)?, g.read::<f32>(op)?);
-                let wd = ws.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
-                cpu::norm_backward(&xd, &gd, n, wd.as_deref(), &stats, centered, wants)
+            let (gx, gw, gb) = match &saved {
+                Saved::Cpu(stats) => {
+                    let (gx, gw, gb) = {
+                        let (xd, gd) = (xs.read::<f32>(op)?, g.read::<f32>(op)?);
+                        let wd = ws.as_ref().map(|t| t.read::<f32>(op)).transpose()?;
+                        cpu::norm_backward(&xd, &gd, n, wd.as_deref(), stats, centered, wants)
+                    };
+                    (
+                        gx.map(|v| Tensor::from_vec(v, xs.shape())).transpose()?,
+                        gw.map(|v| Tensor::from_vec(v, &[n])).transpose()?,
+                        gb.map(|v| Tensor::from_vec(v, &[n])).transpose()?,
+                    )
+                }
+                #[cfg(feature = "cuda")]
+                Saved::Gpu(o, saved) => {
+                    let i = cuda::Inputs { x: &xs, w: ws.as_ref(), b: bs.as_ref(), cols: n, eps, centered };
+                    let (gx, gw, gb) = cuda::backward(op, *o, &i, saved, &g, wants.w, wants.b)?;
+                    (wants.x.then_some(gx), gw, gb)
+                }
             };
-            let mut grads = vec![gx.map(|v| Tensor::from_vec(v, xs.shape())).transpose()?];
+            let mut grads = vec![gx];
             if ws.is_some() {
-                grads.push(gw.map(|v| Tensor::from_vec(v, &[n])).transpose()?);
+                grads.push(gw);
             }
             if bs.is_some() {
-                grads.push(gb.map(|v| Tensor::from_vec(v, &[n])).transpose()?);
+                grads.push(gb);
             }
             Ok(grads)
         });
-        Ok(Tensor::from_op(CpuStorage::F32(y), x.shape(), node))
+        Ok(y.with_node_opt(node))
     }
+}
+
+/// What the forward keeps for the backward: each row's statistics, on the device that made them.
+enum Saved {
+    Cpu(Vec<cpu::RowStats>),
+    #[cfg(feature = "cuda")]
+    Gpu(u32, cuda::Saved),
 }

@@ -1,9 +1,16 @@
 //! Inverted dropout: zero each element with probability p, scale the rest by 1/(1−p). The mask is a
-//! stateless hash of (seed, element index), so it is reproducible and device-independent.
+//! stateless function of (seed, element index in row-major order), so it is reproducible and the
+//! backward applies the forward's mask again. The two devices draw from different generators: the
+//! host hashes (seed, index) with `counter_uniform` (splitmix64), the GPU runs Philox4x32-10 on it
+//! (`cuda.rs`). Each is deterministic per seed with keep rate 1 − p, but a seed does not give the same
+//! mask on the host and on a GPU.
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::random::counter_uniform;
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Device};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -16,6 +23,17 @@ impl Tensor {
             return Ok(self.clone());
         }
         let x = self.float_input("dropout")?.contiguous()?;
+        match x.device() {
+            Device::Cpu => {}
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => {
+                let out = cuda::apply("dropout", o, &x, p, seed)?;
+                let node = record("dropout", &[&x], move |_, g| {
+                    Ok(vec![Some(cuda::apply("dropout backward", o, g, p, seed)?)])
+                });
+                return Ok(out.with_node_opt(node));
+            }
+        }
         let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
         let mut mask = vec![0.0f32; x.numel()];
         mask.par_iter_mut().enumerate().with_min_len(1 << 14).for_each(|(i, m)| {

@@ -1,12 +1,16 @@
 //! Rotary position embedding in the Hugging Face LLaMA convention ("rotate_half": the head dim is
 //! split into two halves, not interleaved pairs): the cos/sin tables, and a fused rotation with its
-//! backward.
+//! backward. On a GPU the rotation runs through `cuda.rs`; the tables are computed on the host and
+//! moved to the positions' device.
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use crate::autograd::{needs_grad, record};
 use crate::cpu::strided::MIN_PAR_ELEMS;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -14,7 +18,8 @@ use rayon::prelude::*;
 /// too), each `[t, head_dim]` or `[batch, t, head_dim]`, computed in f32 exactly as transformers'
 /// `LlamaRotaryEmbedding` (default rope type, scaling 1): `inv_freq[i] = 1 / theta^((2i) /
 /// head_dim)` for `i < head_dim / 2`, `freq = position · inv_freq[i]`, duplicated over both halves
-/// of the head dim (`emb = cat(freqs, freqs)`), then `cos(emb)`, `sin(emb)`.
+/// of the head dim (`emb = cat(freqs, freqs)`), then `cos(emb)`, `sin(emb)`. The tables are made
+/// on the host and returned on the device `positions` are on.
 pub fn rope_tables(positions: &Tensor, head_dim: usize, theta: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rope_tables";
     if head_dim == 0 || !head_dim.is_multiple_of(2) {
@@ -26,9 +31,11 @@ pub fn rope_tables(positions: &Tensor, head_dim: usize, theta: f32) -> Result<(T
     if !matches!(positions.rank(), 1 | 2) {
         return Err(Error::shape(OP, format!("positions must be [t] or [batch, t], got {:?}", positions.shape())));
     }
-    let pos: Vec<f32> = match positions.dtype() {
-        DType::I64 => positions.to_vec::<i64>()?.iter().map(|&p| p as f32).collect(),
-        DType::F32 => positions.detach().to_vec::<f32>()?,
+    let device = positions.device();
+    let host = positions.detach().to_device(Device::Cpu)?;
+    let pos: Vec<f32> = match host.dtype() {
+        DType::I64 => host.to_vec::<i64>()?.iter().map(|&p| p as f32).collect(),
+        DType::F32 => host.to_vec::<f32>()?,
         other => return Err(Error::DType { op: OP, expected: DType::I64, got: other }),
     };
     let half = head_dim / 2;
@@ -44,7 +51,7 @@ pub fn rope_tables(positions: &Tensor, head_dim: usize, theta: f32) -> Result<(T
     }
     let mut shape = positions.shape().to_vec();
     shape.push(head_dim);
-    Ok((Tensor::from_vec(cos, &shape)?, Tensor::from_vec(sin, &shape)?))
+    Ok((Tensor::from_vec(cos, &shape)?.to_device(device)?, Tensor::from_vec(sin, &shape)?.to_device(device)?))
 }
 
 /// `out = x·cos + rotate_half(x)·sin` over rows of `x` (or, with `transpose`, the adjoint map
@@ -118,18 +125,32 @@ impl Tensor {
             return Err(Error::invalid(OP, "gradients for cos/sin are not supported: detach the tables"));
         }
         let (cos, sin) = (cos.float_input(OP)?.contiguous()?, sin.float_input(OP)?.contiguous()?);
-        let out = {
-            let (xd, cd, sd) = (x.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
-            rotate(&xd, x.layout(), &cd, &sd, per_batch, false)
+        let out = match common_device(OP, &[&x, &cos, &sin])? {
+            Device::Cpu => {
+                let out = {
+                    let (xd, cd, sd) = (x.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
+                    rotate(&xd, x.layout(), &cd, &sd, per_batch, false)
+                };
+                Tensor::from_op(CpuStorage::F32(out), x.shape(), None)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(o) => cuda::rotate(o, &x, &cos, &sin, per_batch, false)?,
         };
         let node = record(OP, &[&x], move |_, g| {
             let g = g.contiguous()?;
-            let gx = {
-                let (gd, cd, sd) = (g.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
-                rotate(&gd, g.layout(), &cd, &sd, per_batch, true)
+            let gx = match common_device(OP, &[&g, &cos])? {
+                Device::Cpu => {
+                    let gx = {
+                        let (gd, cd, sd) = (g.read_all::<f32>(OP)?, cos.read::<f32>(OP)?, sin.read::<f32>(OP)?);
+                        rotate(&gd, g.layout(), &cd, &sd, per_batch, true)
+                    };
+                    Tensor::from_vec(gx, g.shape())?
+                }
+                #[cfg(feature = "cuda")]
+                Device::Cuda(o) => cuda::rotate(o, &g, &cos, &sin, per_batch, true)?,
             };
-            Ok(vec![Some(Tensor::from_vec(gx, g.shape())?)])
+            Ok(vec![Some(gx)])
         });
-        Ok(Tensor::from_op(CpuStorage::F32(out), x.shape(), node))
+        Ok(out.with_node_opt(node))
     }
 }
