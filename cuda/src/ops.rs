@@ -641,6 +641,38 @@ pub fn gemm_f32_at(
     dev.launch(&sig::GEMM_F32, grid, BLOCK, &args)
 }
 
+/// `gemm_half` (bf16 when `bf16`, else f16 operands; f32 C) with each operand at an element offset,
+/// as `gemm_f32_at`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_half_at(
+    dev: &Device,
+    a: &Buffer<u16>,
+    a_off: usize,
+    b: &Buffer<u16>,
+    b_off: usize,
+    c: &mut Buffer<f32>,
+    c_off: usize,
+    g: &GemmShape,
+    bf16: bool,
+) -> Result<()> {
+    const OP: &str = "gemm_half_at";
+    let past = |what: &str, off: usize, len: usize| -> Result<usize> {
+        len.checked_sub(off)
+            .ok_or_else(|| Error::invalid(OP, format!("{what} offset {off} is past its buffer of {len} elements")))
+    };
+    let (a_len, b_len, c_len) = (past("A", a_off, a.len())?, past("B", b_off, b.len())?, past("C", c_off, c.len())?);
+    let grid = g.check(OP, a_len, b_len, c_len)?;
+    if grid.contains(&0) {
+        return Ok(());
+    }
+    let mut args = gemm_args(a, b, c, g);
+    args[0] = a.arg_at(a_off);
+    args[1] = b.arg_at(b_off);
+    args[2] = c.arg_at(c_off);
+    let kernel = if bf16 { &sig::GEMM_BF16 } else { &sig::GEMM_F16 };
+    dev.launch(kernel, grid, BLOCK, &args)
+}
+
 // --- selection and data movement (kernels/cu/select.cu): cat / stack / narrow backward, where, compare ---
 
 /// A strided operand of any element type: `buf` from element `offset` with `strides` (0 = broadcast).

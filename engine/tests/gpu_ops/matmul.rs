@@ -42,6 +42,19 @@ fn matmul_batched_and_broadcast() {
     check("permuted batch", &[rand(&[3, 23, 2, 17], 14), rand(&[2, 3, 19, 23], 15)], &[true, true], REL, |v| {
         v[0].permute(&[0, 2, 3, 1])?.matmul(&v[1].transpose(0, 1)?.transpose(2, 3)?)
     });
+    // Two bf16 (or f16) operands go to the tensor-core GEMM: exact products and f32 sums, as the host's
+    // widening to f32, so the same tolerance holds; views and broadcasts as above.
+    for dtype in [DType::BF16, DType::F16] {
+        let h = |t: Tensor| t.to_dtype(dtype).unwrap();
+        let (a, b) = (h(rand(&[3, 23, 2, 17], 33)), h(rand(&[2, 3, 19, 23], 34)));
+        check(&format!("{dtype:?} permuted batch"), &[a, b], &[false, false], REL, |v| {
+            v[0].permute(&[0, 2, 3, 1])?.matmul(&v[1].transpose(0, 1)?.transpose(2, 3)?)
+        });
+        let (a, b) = (h(rand(&[4, 1, 67, 133], 35)), h(rand(&[3, 300, 133], 36)));
+        check(&format!("{dtype:?} broadcast, Bᵀ"), &[a, b], &[false, false], REL, |v| {
+            v[0].matmul(&v[1].transpose(1, 2)?)
+        });
+    }
     // bf16 inputs are computed in f32 (no gradient to them).
     check("bf16", &[x3.to_dtype(DType::BF16).unwrap(), rand(&[33, 9], 16)], &[false, true], REL, |v| {
         v[0].matmul(&v[1])

@@ -1,17 +1,25 @@
 //! Matmul on the GPU: the operands' layouts (views, transposes, broadcast batch dims) become the
 //! strided, batched GEMM's arguments, so no operand is copied. The GEMM takes one batch stride per
 //! operand: batch dims whose strides merge run as one launch, the others are looped over here.
-use crate::error::Result;
-use crate::gpu::with_device;
+use crate::error::{Error, Result};
+use crate::gpu::{with_device, GpuBuf};
 use crate::layout::Layout;
 use crate::tensor::Tensor;
-use cuda::GemmShape;
+use cuda::{Buffer, GemmShape};
+use std::sync::Arc;
 
 /// Most matrices one launch takes (the grid's z extent).
 const MAX_BATCH: usize = 65_535;
 
+/// The two operands' buffers: f32, or bf16 (`true`) / f16 bits for the tensor-core GEMM.
+enum Operands {
+    F32(Arc<Buffer<f32>>, Arc<Buffer<f32>>),
+    Half(Arc<Buffer<u16>>, Arc<Buffer<u16>>, bool),
+}
+
 /// `a [batch..., m, k] · b [batch..., k, n]` with `la`/`lb` already broadcast to the same batch dims
-/// (stride 0 where broadcast); the result is a contiguous tensor of `out_shape` (m·n per batch).
+/// (stride 0 where broadcast); the result is a contiguous f32 tensor of `out_shape` (m·n per batch).
+/// Both f32, or both bf16 / f16 (tensor cores, f32 accumulation).
 pub(crate) fn matmul(
     ordinal: u32,
     (a, la): (&Tensor, &Layout),
@@ -22,7 +30,21 @@ pub(crate) fn matmul(
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let total: usize = out_shape.iter().product();
-    let (ab, bb) = (a.gpu_f32(OP)?, b.gpu_f32(OP)?);
+    let operands = match (a.gpu_buf(OP)?, b.gpu_buf(OP)?) {
+        (GpuBuf::F32(x), GpuBuf::F32(y)) => Operands::F32(x, y),
+        (GpuBuf::BF16(x), GpuBuf::BF16(y)) => Operands::Half(x, y, true),
+        (GpuBuf::F16(x), GpuBuf::F16(y)) => Operands::Half(x, y, false),
+        (x, y) => {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "GPU operands of dtypes {:?} and {:?}: need both f32, both bf16 or both f16",
+                    x.dtype(),
+                    y.dtype()
+                ),
+            ))
+        }
+    };
     let batch = &la.shape()[..r - 2];
     let mut c_strides = vec![m * n; batch.len()];
     for i in (0..batch.len().saturating_sub(1)).rev() {
@@ -50,8 +72,11 @@ pub(crate) fn matmul(
             alpha: 1.0,
             beta: 0.0,
         };
-        for [oa, ob, oc] in outer_offsets(&outer, [la.offset(), lb.offset(), 0]) {
-            gemm_batches(d, (&ab, oa), (&bb, ob), (&mut out, oc), &g)?;
+        for offs in outer_offsets(&outer, [la.offset(), lb.offset(), 0]) {
+            in_chunks(&g, offs, |[oa, ob, oc], part| match &operands {
+                Operands::F32(x, y) => cuda::ops::gemm_f32_at(d, x, oa, y, ob, &mut out, oc, part),
+                Operands::Half(x, y, bf16) => cuda::ops::gemm_half_at(d, x, oa, y, ob, &mut out, oc, part, *bf16),
+            })?;
         }
         Ok(out)
     })?;
@@ -61,15 +86,23 @@ pub(crate) fn matmul(
 /// `g.batch` GEMMs from the given element offsets, in launches of at most `MAX_BATCH` matrices.
 pub(crate) fn gemm_batches(
     d: &cuda::Device,
-    (a, a_off): (&cuda::Buffer<f32>, usize),
-    (b, b_off): (&cuda::Buffer<f32>, usize),
-    (c, c_off): (&mut cuda::Buffer<f32>, usize),
+    (a, a_off): (&Buffer<f32>, usize),
+    (b, b_off): (&Buffer<f32>, usize),
+    (c, c_off): (&mut Buffer<f32>, usize),
     g: &GemmShape,
+) -> cuda::Result<()> {
+    in_chunks(g, [a_off, b_off, c_off], |[oa, ob, oc], part| cuda::ops::gemm_f32_at(d, a, oa, b, ob, c, oc, part))
+}
+
+/// Splits `g.batch` GEMMs from element offsets `offs` (A, B, C) into launches of at most `MAX_BATCH`.
+fn in_chunks(
+    g: &GemmShape,
+    offs: [usize; 3],
+    mut launch: impl FnMut([usize; 3], &GemmShape) -> cuda::Result<()>,
 ) -> cuda::Result<()> {
     for start in (0..g.batch).step_by(MAX_BATCH) {
         let part = GemmShape { batch: MAX_BATCH.min(g.batch - start), ..*g };
-        let (oa, ob, oc) = (a_off + start * g.a_batch, b_off + start * g.b_batch, c_off + start * g.c_batch);
-        cuda::ops::gemm_f32_at(d, a, oa, b, ob, c, oc, &part)?;
+        launch([offs[0] + start * g.a_batch, offs[1] + start * g.b_batch, offs[2] + start * g.c_batch], &part)?;
     }
     Ok(())
 }

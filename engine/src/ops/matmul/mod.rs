@@ -18,7 +18,11 @@ const SMALL_GEMM_FLOPS: usize = 1 << 22;
 impl Tensor {
     /// `self [..., m, k] · rhs [..., k, n]`, batch dims broadcast (NumPy `matmul` rules, rank >= 2).
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        let (a, b) = (self.float_input("matmul")?, rhs.float_input("matmul")?);
+        let (a, b) = if half_on_gpu(self, rhs) {
+            (self.clone(), rhs.clone())
+        } else {
+            (self.float_input("matmul")?, rhs.float_input("matmul")?)
+        };
         if a.rank() < 2 || b.rank() < 2 {
             return Err(Error::shape(
                 "matmul",
@@ -67,6 +71,14 @@ impl Tensor {
         };
         Ok(out.with_node_opt(matmul_node(&a, &b)))
     }
+}
+
+/// Two bf16 (or two f16) operands on a GPU, neither differentiated, go to the tensor-core GEMM as
+/// they are (exact products, f32 sums and result, as the host's widening to f32 gives); anything
+/// else is computed in f32.
+fn half_on_gpu(a: &Tensor, b: &Tensor) -> bool {
+    let half = matches!(a.dtype(), crate::DType::BF16 | crate::DType::F16) && a.dtype() == b.dtype();
+    half && a.device() != Device::Cpu && a.device() == b.device() && !a.tracks_grad() && !b.tracks_grad()
 }
 
 fn matmul_node(a: &Tensor, b: &Tensor) -> Option<crate::autograd::Node> {
