@@ -165,7 +165,7 @@ fn adamw_matches_reference() {
         run(&mut opt, &q, &p, 5);
         let want = adamw_reference(&q, &p0, 5, lr as f64, b1 as f64, b2 as f64, eps as f64, wd as f64);
         assert_close_f64(&p.to_vec::<f32>().unwrap(), &want, 1e-5, 1e-6, &format!("adamw {lr} {b1} {b2} {eps} {wd}"));
-        assert_eq!(opt.state().params[0].as_ref().unwrap().step, 5);
+        assert_eq!(opt.state().unwrap().params[0].as_ref().unwrap().step, 5);
     }
 }
 
@@ -219,14 +219,14 @@ fn params_without_gradients_are_skipped() {
     }
     assert_eq!(frozen.to_vec::<f32>().unwrap(), before.0);
     assert_eq!(unused.to_vec::<f32>().unwrap(), before.1, "no decay without a gradient (as PyTorch)");
-    let st = opt.state();
+    let st = opt.state().unwrap();
     assert_eq!(st.params[0].as_ref().unwrap().step, 2);
     assert!(st.params[1].is_none() && st.params[2].is_none());
     let mut sgd = Sgd::new(0.1).with_momentum(0.9).with_weight_decay(0.1);
     let g = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     sgd.step(&params, &g).unwrap();
     assert_eq!(frozen.to_vec::<f32>().unwrap(), before.0);
-    assert!(sgd.state().momentum_buffers[1].is_none());
+    assert!(sgd.state().unwrap().momentum_buffers[1].is_none());
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn shape_mismatch_is_an_error() {
     let g = p.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     opt.step(std::slice::from_ref(&p), &g).unwrap();
     let other = randn(&[5], 3).requires_grad().unwrap();
-    assert!(AdamW::new(0.1).load_state(opt.state(), std::slice::from_ref(&other)).is_err());
+    assert!(AdamW::new(0.1).load_state(opt.state().unwrap(), std::slice::from_ref(&other)).is_err());
     let tensors = opt.state_tensors(std::slice::from_ref(&p)).unwrap();
     assert!(AdamW::new(0.1).load_state_tensors(&tensors, &[other]).is_err());
 }
@@ -295,11 +295,11 @@ fn adamw_state_export_import_resumes_bit_identically() {
     let bits = |t: &Tensor| t.to_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&w), bits(&w2));
     assert_eq!(bits(&b), bits(&b2));
-    assert_eq!(opt.state(), opt2.state());
+    assert_eq!(opt.state().unwrap(), opt2.state().unwrap());
     // The plain-struct export round-trips too.
     let mut opt3 = AdamW::new(0.05).with_weight_decay(0.1);
-    opt3.load_state(opt.state(), &[w.clone(), b.clone()]).unwrap();
-    assert_eq!(opt3.state(), opt.state());
+    opt3.load_state(opt.state().unwrap(), &[w.clone(), b.clone()]).unwrap();
+    assert_eq!(opt3.state().unwrap(), opt.state().unwrap());
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn sgd_state_export_import_resumes_bit_identically() {
     }
     let (w2, b2) = (w1.detach().requires_grad().unwrap(), b1.detach().requires_grad().unwrap());
     let mut opt2 = mk();
-    opt2.load_state(opt1.state(), &[w2.clone(), b2.clone()]).unwrap();
+    opt2.load_state(opt1.state().unwrap(), &[w2.clone(), b2.clone()]).unwrap();
     for _ in 0..2 {
         opt2.step(&[w2.clone(), b2.clone()], &two_param_grads(&w2, &b2)).unwrap();
     }

@@ -80,7 +80,7 @@ impl Opt {
             Opt::AdamW(o) => o.state_tensors(params),
             Opt::Sgd(o) => {
                 let mut out = Vec::new();
-                for (i, b) in o.state().momentum_buffers.iter().enumerate() {
+                for (i, b) in o.state()?.momentum_buffers.iter().enumerate() {
                     if let (Some(b), Some(p)) = (b, params.get(i)) {
                         out.push((format!("{i}.momentum_buffer"), Tensor::from_slice(b, p.shape())?));
                     }
