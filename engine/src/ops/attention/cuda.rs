@@ -65,8 +65,12 @@ impl Plan {
 }
 
 /// The buffer of `t` made contiguous (a copy only if it is not) and the element its data starts at.
+/// Untracked: only the buffer is used, the gradients are this op's own.
 fn operand(t: &Tensor) -> Result<(Arc<Buffer<f32>>, usize)> {
-    let t = t.contiguous()?;
+    let t = {
+        let _g = crate::autograd::no_grad();
+        t.contiguous()?
+    };
     Ok((t.gpu_f32(OP)?, t.layout().offset()))
 }
 
