@@ -31,6 +31,20 @@ fn upload(ordinal: u32, cpu: &CpuStorage, offset: usize, n: usize) -> Result<Gpu
     })
 }
 
+/// Elements `offset..offset + n` of a host buffer, as a new one.
+fn cut(cpu: &CpuStorage, offset: usize, n: usize) -> CpuStorage {
+    fn part<T: CpuElement>(cpu: &CpuStorage, offset: usize, n: usize) -> CpuStorage {
+        T::wrap(T::slice(cpu).map(|s| s[offset..offset + n].to_vec()).unwrap_or_default())
+    }
+    match cpu.dtype() {
+        DType::F32 => part::<f32>(cpu, offset, n),
+        DType::BF16 => part::<bf16>(cpu, offset, n),
+        DType::F16 => part::<f16>(cpu, offset, n),
+        DType::U8 => part::<u8>(cpu, offset, n),
+        DType::I64 => part::<i64>(cpu, offset, n),
+    }
+}
+
 /// The whole buffer's elements on the host.
 pub(crate) fn download(ordinal: u32, buf: &GpuBuf) -> Result<CpuStorage> {
     Ok(match buf {
@@ -69,8 +83,14 @@ impl Tensor {
                     Track::None,
                 );
                 let host = view.contiguous()?.to_device(device)?;
-                let inner = host.storage_read().clone();
-                inner
+                let (offset, n) = (host.layout().offset(), host.numel());
+                let guard = host.storage_read();
+                match &*guard {
+                    // `contiguous` keeps a contiguous view as it is: one at an offset into a longer
+                    // buffer (a narrow) is cut out, or the new tensor would start at element 0.
+                    Storage::Cpu(cpu) if offset != 0 || cpu.len() != n => Storage::Cpu(cut(cpu, offset, n)),
+                    other => other.clone(),
+                }
             }
             (Device::Cpu, Device::Cpu) => return Ok(self.clone()),
         };

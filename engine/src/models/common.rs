@@ -163,7 +163,7 @@ pub(crate) fn key_mask(input: &ForwardInput, batch: usize, prefix: usize, total:
     if prefix == 0 {
         return Ok(Some(mask));
     }
-    Ok(Some(Tensor::cat(&[&Tensor::ones(&[batch, prefix], DType::F32)?, &mask], 1)?))
+    Ok(Some(Tensor::cat(&[&Tensor::full_on(1.0, &[batch, prefix], DType::F32, mask.device())?, &mask], 1)?))
 }
 
 /// Position ids: given, or `offset..offset+seq` for every row (transformers' default, where the
