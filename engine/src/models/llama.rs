@@ -123,7 +123,9 @@ impl Model for Llama {
             None => self.embed_tokens(input.input_ids.ok_or_else(|| Error::invalid("llama", "no input"))?)?,
         };
         let pos = positions(input, b, t, p + cached)?;
+        // The tables are made where the positions are (the host) and used where the activations are.
         let (cos, sin) = rope_tables(&pos, hd, c.rope_theta)?;
+        let (cos, sin) = (cos.to_device_of(&x)?, sin.to_device_of(&x)?);
         let mask = key_mask(input, b, p, cached + t)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let hn = layer.input_layernorm.forward(&x)?;
