@@ -26,14 +26,14 @@ stale=0
 for s in "${sources[@]}"; do [[ "$s" -nt "$lib" ]] && stale=1; done
 if (( stale )); then
   cxx="${CXX:-g++} -std=c++20 -O2 -fPIC -fvisibility=hidden -Wall -Wno-unknown-pragmas -Wno-unused-function"
-  pids=()
+  pids=() objs=("$dir/obj/libcuda_stub.o")
   for src in "$here"/driver.cpp "$here"/kernels/*.cpp; do
-    obj="$dir/obj/$(basename "$src" .cpp).o"
-    $cxx -c "$src" -o "$obj" >&2 & pids+=($!)
+    objs+=("$dir/obj/$(basename "$src" .cpp).o")
+    $cxx -c "$src" -o "${objs[-1]}" >&2 & pids+=($!)
   done
-  ${CC:-cc} -c -fPIC -O1 -o "$dir/obj/libcuda_stub.o" "$root/cuda/stub/libcuda_stub.c" >&2 & pids+=($!)
+  ${CC:-cc} -c -fPIC -O1 -o "${objs[0]}" "$root/cuda/stub/libcuda_stub.c" >&2 & pids+=($!)
   for p in "${pids[@]}"; do wait "$p"; done
-  ${CXX:-g++} -shared -Wl,-soname,libcuda.so.1 -Wl,-z,defs -o "$lib.tmp" "$dir"/obj/*.o
+  ${CXX:-g++} -shared -Wl,-soname,libcuda.so.1 -Wl,-z,defs -o "$lib.tmp" "${objs[@]}"
   mv "$lib.tmp" "$lib"
 fi
 ln -sf libcuda.so.1 "$dir/lib64/libcuda.so"
