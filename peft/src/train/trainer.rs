@@ -54,6 +54,8 @@ pub struct Summary {
     pub final_train_loss: Option<f64>,
     /// Steps skipped because the gradient norm was not finite.
     pub skipped_steps: u64,
+    /// Where the adapter's parameters were when training ended (`cpu`, `cuda:0`).
+    pub device: String,
     /// Dev / test metrics before and after training, by split name.
     pub eval_before: BTreeMap<String, EvalMetrics>,
     pub eval_after: BTreeMap<String, EvalMetrics>,
@@ -425,6 +427,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
         eval_after.insert(name.to_string(), m);
     }
     let summary = Summary {
+        device: params.first().map_or(device, Tensor::device).to_string(),
         task,
         num_labels,
         model: model_dir.clone(),
