@@ -160,3 +160,23 @@ pub(crate) fn update_gpu_f32<R>(
         Storage::Cpu(_) => Err(Error::invalid(op, "expected a tensor on the GPU, got one on the host")),
     }
 }
+
+/// `t`'s f32 elements on GPU `ordinal` in row-major order starting at element 0 of the returned
+/// buffer: the storage itself when `t` is contiguous at offset 0, else a gathered copy (the
+/// launchers other than unary/binary take neither strides nor offsets).
+pub(crate) fn dense_f32(op: &'static str, ordinal: u32, t: &Tensor) -> Result<Arc<cuda::Buffer<f32>>> {
+    let buf = t.gpu_f32(op)?;
+    if t.is_contiguous() && t.layout().offset() == 0 {
+        return Ok(buf);
+    }
+    let strides = strides_of(t.layout());
+    let out = with_device(op, ordinal, |d| {
+        let mut out = d.alloc::<f32>(t.numel())?;
+        if t.numel() > 0 {
+            let x = Strided { buf: &buf, offset: t.layout().offset(), strides: &strides };
+            cuda::ops::unary(d, x, &mut out, t.shape(), cuda::kernels::ops::Unary::Copy, 0.0)?;
+        }
+        Ok(out)
+    })?;
+    Ok(Arc::new(out))
+}

@@ -3,8 +3,8 @@
 //! buffers live on the parameter's device, copied on write when a cloned optimizer shares them.
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::gpu::dense_f32;
 use crate::gpu::{strides_of, update_gpu_f32, with_device, Strided};
-use crate::ops::norm::cuda::dense_f32;
 use crate::storage::common_device;
 use crate::tensor::Tensor;
 use cuda::kernels::ops::{Reduce, Unary};

@@ -3,8 +3,8 @@
 //! kernels/cu/dropout.cu), so the mask is a function of (seed, i) alone and the backward, the same
 //! launch on the gradient, drops exactly the forward's elements.
 use crate::error::Result;
+use crate::gpu::dense_f32;
 use crate::gpu::with_device;
-use crate::ops::norm::cuda::dense_f32;
 use crate::tensor::Tensor;
 
 /// `x` (any layout) with the elements the mask of `seed` drops zeroed and the rest scaled by 1/(1−p).

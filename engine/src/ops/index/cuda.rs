@@ -3,8 +3,8 @@
 //! element indices) or has rows of a gradient added at row ids (`add_rows`: their backwards and
 //! scatter_add). Ids are checked on the host, then uploaded as u32.
 use crate::error::{Error, Result};
+use crate::gpu::dense_f32;
 use crate::gpu::with_device;
-use crate::ops::norm::cuda::dense_f32;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 

@@ -5,8 +5,8 @@
 use super::OP;
 use crate::autograd::record;
 use crate::error::{Error, Result};
+use crate::gpu::dense_f32;
 use crate::gpu::{with_device, Strided};
-use crate::ops::reduce::cuda::dense;
 use crate::tensor::Tensor;
 use cuda::kernels::ops::{Binary, Reduce, Unary};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub(crate) fn cross_entropy(
 ) -> Result<Tensor> {
     let rows = t.len();
     let (host, ignore) = targets_i32(t, c, ignore_index)?;
-    let xb = dense(OP, ordinal, &x)?;
+    let xb = dense_f32(OP, ordinal, &x)?;
     let (loss, lse, targets) = with_device(OP, ordinal, |d| {
         let targets = d.upload(&host)?;
         let mut lse = d.alloc::<f32>(rows)?;
@@ -62,7 +62,7 @@ pub(crate) fn cross_entropy(
         if count == 0 {
             return Ok(vec![Some(input.zeros_like()?)]);
         }
-        let gb = dense(OP, ordinal, &g.contiguous()?)?;
+        let gb = dense_f32(OP, ordinal, &g.contiguous()?)?;
         let gx = with_device(OP, ordinal, |d| {
             let ce = cuda::ops::CrossEntropy {
                 logits: &xb,

@@ -1,31 +1,9 @@
 //! LayerNorm and RMSNorm on the GPU through `cuda::ops::Norm`: the forward saves each row's mean
 //! (LayerNorm only) and 1/std on the device, the backward gives dx and accumulates dw/db into zeros.
-//! Also `dense_f32`, the row-major f32 buffer from element 0 that the row-wise launchers take.
 use crate::error::{Error, Result};
-use crate::gpu::{strides_of, with_device, Strided};
+use crate::gpu::{dense_f32, with_device};
 use crate::tensor::Tensor;
-use cuda::kernels::ops::Unary;
 use std::sync::Arc;
-
-/// `t`'s f32 elements on GPU `ordinal` in row-major order starting at element 0 of the returned
-/// buffer: the storage itself when `t` is contiguous at offset 0, else a gathered copy (the
-/// launchers other than unary/binary take neither strides nor offsets).
-pub(crate) fn dense_f32(op: &'static str, ordinal: u32, t: &Tensor) -> Result<Arc<cuda::Buffer<f32>>> {
-    let buf = t.gpu_f32(op)?;
-    if t.is_contiguous() && t.layout().offset() == 0 {
-        return Ok(buf);
-    }
-    let strides = strides_of(t.layout());
-    let out = with_device(op, ordinal, |d| {
-        let mut out = d.alloc::<f32>(t.numel())?;
-        if t.numel() > 0 {
-            let x = Strided { buf: &buf, offset: t.layout().offset(), strides: &strides };
-            cuda::ops::unary(d, x, &mut out, t.shape(), Unary::Copy, 0.0)?;
-        }
-        Ok(out)
-    })?;
-    Ok(Arc::new(out))
-}
 
 /// What the GPU forward keeps for the backward.
 pub(crate) struct Saved {

@@ -4,7 +4,7 @@
 //! counted from the end of the dim (plus `len` for a NaN, which wins as on the host) when it is a
 //! maximum and 0 otherwise; the largest score names the first maximum (or first NaN).
 use crate::error::{Error, Result};
-use crate::gpu::{with_device, GpuBuf, Strided};
+use crate::gpu::{dense_f32, with_device, GpuBuf, Strided};
 use crate::tensor::Tensor;
 use cuda::kernels::ops::{Binary, Reduce, Unary};
 use cuda::{Buffer, Device};
@@ -13,27 +13,10 @@ use std::sync::Arc;
 /// `[outer, len, inner]` around the reduced dim(s).
 pub(crate) type Split = (usize, usize, usize);
 
-/// The f32 buffer of the contiguous `x`, starting at its first element (a copy when `x` is a
-/// contiguous view with an offset: the row launchers read from element 0).
-pub(crate) fn dense(op: &'static str, ordinal: u32, x: &Tensor) -> Result<Arc<Buffer<f32>>> {
-    let buf = x.gpu_f32(op)?;
-    let offset = x.layout().offset();
-    if offset == 0 && x.is_contiguous() {
-        return Ok(buf);
-    }
-    let strides = crate::gpu::strides_of(x.layout());
-    let copy = with_device(op, ordinal, |d| {
-        let mut out = d.alloc::<f32>(x.numel())?;
-        cuda::ops::unary(d, Strided { buf: &buf, offset, strides: &strides }, &mut out, x.shape(), Unary::Copy, 0.0)?;
-        Ok(out)
-    })?;
-    Ok(Arc::new(copy))
-}
-
 /// Sum of the contiguous `x` over the middle of `split`, as a tensor of `out_shape`.
 pub(crate) fn sum(ordinal: u32, x: &Tensor, (outer, len, inner): Split, out_shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "sum";
-    let xb = dense(OP, ordinal, x)?;
+    let xb = dense_f32(OP, ordinal, x)?;
     let out = with_device(OP, ordinal, |d| {
         if len == 0 || outer * inner == 0 {
             // An empty sum is 0 (the launcher refuses empty dims).
@@ -141,7 +124,7 @@ pub(crate) fn max(ordinal: u32, x: &Tensor, split: Split, out_shape: &[usize]) -
             |shape: &[usize]| Tensor::zeros_on(shape, crate::dtype::DType::F32, crate::storage::Device::Cuda(ordinal));
         return Ok((empty(out_shape)?, empty(x.shape())?));
     }
-    let xb = dense(OP, ordinal, x)?;
+    let xb = dense_f32(OP, ordinal, x)?;
     let (vals, onehot) = with_device(OP, ordinal, |d| {
         let k = launches(d, split);
         let v = &k.v;
@@ -160,7 +143,7 @@ pub(crate) fn max(ordinal: u32, x: &Tensor, split: Split, out_shape: &[usize]) -
 /// The gradient of `max`: `g` (`[outer, 1, inner]`) placed at the first maximum given by `onehot`.
 pub(crate) fn max_backward(ordinal: u32, onehot: &Tensor, g: &Tensor, split: Split) -> Result<Tensor> {
     const OP: &str = "max_bwd";
-    let (mb, gb) = (dense(OP, ordinal, onehot)?, dense(OP, ordinal, g)?);
+    let (mb, gb) = (dense_f32(OP, ordinal, onehot)?, dense_f32(OP, ordinal, g)?);
     let gx = with_device(OP, ordinal, |d| {
         let k = launches(d, split);
         k.binary((&mb, &k.v.full), (&gb, &k.v.keep), Binary::ReluBwd)
@@ -177,7 +160,7 @@ pub(crate) fn argmax(ordinal: u32, x: &Tensor, split: Split, out_shape: &[usize]
         return Ok(Tensor::from_gpu_buf(GpuBuf::I64(Arc::new(empty)), ordinal, out_shape, None));
     }
     let len = split.1 as f32;
-    let xb = dense(OP, ordinal, x)?;
+    let xb = dense_f32(OP, ordinal, x)?;
     let idx = with_device(OP, ordinal, |d| {
         let k = launches(d, split);
         let (_, best) = first_max(&k, &xb)?;

@@ -1,8 +1,8 @@
 //! RoPE on the GPU: `cuda::ops::Rope` on row-major x with the cos/sin tables on the same device;
 //! the backward is the same launch with `transpose` (the adjoint rotation).
 use crate::error::Result;
+use crate::gpu::dense_f32;
 use crate::gpu::with_device;
-use crate::ops::norm::cuda::dense_f32;
 use crate::tensor::Tensor;
 
 /// The rotation (or, with `transpose`, its adjoint) of `x` `[batch, heads, t, hd]`.

@@ -5,8 +5,8 @@
 //! what the host gives there (0, or -inf for log-softmax). A row of only -inf and NaN gives 0 / -inf
 //! here but NaN on the host.
 use crate::error::Result;
+use crate::gpu::dense_f32;
 use crate::gpu::Strided;
-use crate::ops::reduce::cuda::dense;
 use crate::tensor::Tensor;
 use cuda::kernels::ops::{Binary, Reduce, Unary};
 use cuda::{Buffer, Device};
@@ -68,7 +68,7 @@ fn rows(t: &Tensor, n: usize) -> usize {
 }
 
 pub(crate) fn forward(op: &'static str, ordinal: u32, x: &Tensor, n: usize, log: bool) -> Result<Tensor> {
-    let xb = dense(op, ordinal, x)?;
+    let xb = dense_f32(op, ordinal, x)?;
     let r = rows(x, n);
     let y = crate::gpu::with_device(op, ordinal, |d| {
         let mut y = d.alloc::<f32>(x.numel())?;
@@ -83,7 +83,7 @@ pub(crate) fn forward(op: &'static str, ordinal: u32, x: &Tensor, n: usize, log:
 
 /// The input gradient from the forward output `y` and its contiguous gradient `g`.
 pub(crate) fn backward(op: &'static str, ordinal: u32, y: &Tensor, g: &Tensor, n: usize, log: bool) -> Result<Tensor> {
-    let (yb, gb) = (dense(op, ordinal, y)?, dense(op, ordinal, g)?);
+    let (yb, gb) = (dense_f32(op, ordinal, y)?, dense_f32(op, ordinal, g)?);
     let r = rows(y, n);
     let dx = crate::gpu::with_device(op, ordinal, |d| {
         let mut dx = d.alloc::<f32>(y.numel())?;
