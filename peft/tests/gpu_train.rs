@@ -6,9 +6,9 @@
 //! returns; REQUIRE_GPU=1 makes that a failure.
 #![cfg(feature = "cuda")]
 
-use engine::random::Rng;
 use engine::{Device, Tensor};
 use integration_tests::TempDir;
+use integration_tests::{cls_rows, lm_rows, write_jsonl};
 use peft::train::{self, Overrides};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -28,39 +28,11 @@ fn fixture_model(name: &str) -> PathBuf {
     integration_tests::fixtures_dir().join("models").join(name)
 }
 
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    std::fs::write(path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-}
+/// Per-step losses, the adapter's tensors by file/name, and the dev metric after training.
+type Trained = (Vec<f64>, Vec<(String, Vec<f32>)>, f64);
 
-/// Classification rows the classifier can learn from the first token; lengths 3..=12.
-fn cls_rows(n: usize, seed: u64) -> Vec<Value> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| {
-            let label = (i % 2) as i64;
-            let len = 3 + rng.next_below(10) as usize;
-            let mut ids = vec![10 + 40 * label + rng.next_below(5) as i64];
-            ids.extend((0..len - 2).map(|_| 20 + rng.next_below(20) as i64));
-            ids.push(3);
-            json!({"input_ids": ids, "label": label})
-        })
-        .collect()
-}
-
-/// A cycle of 6 tokens from a random start, lengths 4..=12 (so batches are padded).
-fn lm_rows(n: usize, seed: u64) -> Vec<Value> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.next_below(9) as i64;
-            let start = rng.next_below(6) as i64;
-            json!({"input_ids": (start..start + len).map(|t| 10 + t % 6).collect::<Vec<i64>>()})
-        })
-        .collect()
-}
-
-/// Trains `peft` on `model` for 6 steps on `device`; returns (per-step losses, adapter tensors, dev metric).
-fn run(dir: &Path, model: &str, peft: &Value, device: &str) -> (Vec<f64>, Vec<(String, Vec<f32>)>, f64) {
+/// Trains `peft` on `model` for 6 steps on `device`.
+fn run(dir: &Path, model: &str, peft: &Value, device: &str) -> Trained {
     let task = if model == "bert-cls" { "sequence_classification" } else { "causal_lm" };
     let rows = if model == "bert-cls" { cls_rows(24, 5) } else { lm_rows(24, 6) };
     let dev = if model == "bert-cls" { cls_rows(8, 7) } else { lm_rows(8, 8) };

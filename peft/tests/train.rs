@@ -3,6 +3,7 @@
 //! run ends, gradient accumulation matches a bigger batch, and bad configs and data are clear errors.
 use engine::io::SafeTensors;
 use engine::random::Rng;
+use integration_tests::{cls_rows, lm_rows, write_jsonl};
 use peft::train::{self, Overrides, Summary, TrainConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -32,40 +33,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
-
-/// Sequence classification that the random 2-layer BERT learns in a few steps: the first token (whose
-/// position the classifier reads) is one of 10..15 for label 0 and one of 50..55 for label 1; the
-/// rest are drawn from 20..40 whatever the label; lengths vary (3..=12 tokens).
-fn cls_rows(n: usize, seed: u64) -> Vec<Value> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| {
-            let label = (i % 2) as i64;
-            let len = 3 + rng.next_below(10) as usize;
-            let mut ids = vec![10 + 40 * label + rng.next_below(5) as i64];
-            ids.extend((0..len - 2).map(|_| 20 + rng.next_below(20) as i64));
-            ids.push(3);
-            json!({"input_ids": ids, "label": label})
-        })
-        .collect()
-}
-
-/// Causal LM: a cycle of 6 tokens (10, 11, ..., 15, 10, ...) from a random start, lengths 4..=12.
-fn lm_rows(n: usize, seed: u64) -> Vec<Value> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.next_below(9) as i64;
-            let start = rng.next_below(6) as i64;
-            json!({"input_ids": (start..start + len).map(|t| 10 + t % 6).collect::<Vec<i64>>()})
-        })
-        .collect()
 }
 
 /// Writes train/dev JSONL and a run file into `dir`, returns the run file's path.

@@ -110,3 +110,37 @@ pub fn assert_grads(
         assert_within(&format!("{label} {pname}"), &g.to_vec_f32().unwrap(), &want.to_vec_f32().unwrap(), rtol, atol);
     }
 }
+
+/// Sequence classification rows (`{"input_ids", "label"}`) that the tiny random BERT learns in a few
+/// steps: the first token (whose position the classifier reads) is one of 10..15 for label 0 and one
+/// of 50..55 for label 1; the rest are drawn from 20..40 whatever the label; lengths vary (3..=12).
+pub fn cls_rows(n: usize, seed: u64) -> Vec<serde_json::Value> {
+    let mut rng = engine::random::Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            let label = (i % 2) as i64;
+            let len = 3 + rng.next_below(10) as usize;
+            let mut ids = vec![10 + 40 * label + rng.next_below(5) as i64];
+            ids.extend((0..len - 2).map(|_| 20 + rng.next_below(20) as i64));
+            ids.push(3);
+            serde_json::json!({"input_ids": ids, "label": label})
+        })
+        .collect()
+}
+
+/// Causal LM rows: a cycle of 6 tokens (10, 11, ..., 15, 10, ...) from a random start, lengths 4..=12.
+pub fn lm_rows(n: usize, seed: u64) -> Vec<serde_json::Value> {
+    let mut rng = engine::random::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.next_below(9) as i64;
+            let start = rng.next_below(6) as i64;
+            serde_json::json!({"input_ids": (start..start + len).map(|t| 10 + t % 6).collect::<Vec<i64>>()})
+        })
+        .collect()
+}
+
+/// Writes `rows` as JSON lines.
+pub fn write_jsonl(path: &std::path::Path, rows: &[serde_json::Value]) {
+    std::fs::write(path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+}
