@@ -5,8 +5,9 @@
 #    no stack frame (none is chosen anywhere yet, so any is a regression).
 # 3. the kernels' CUDA C runs on the CPU (kernels/emu/) against naive references: the grid-stride ones as
 #    one thread looping over the grid, the block-cooperative ones (SIMT GEMM, row softmax / norm /
-#    cross-entropy / reduction, attention softmax) with real threads, barriers and a warp-shuffle shim.
-#    The tensor-core GEMM runs with mma.sync emulated; only the f16 casts (inline cvt) cannot run there.
+#    cross-entropy / reduction, attention softmax) with each block's threads as cooperative fibers,
+#    barriers and a warp-shuffle shim (emu/cuda_threads.h, shared with cuda/emulator/). The tensor-core
+#    GEMM runs with mma.sync emulated, the f16 casts with g++'s _Float16 conversions.
 # The launcher-vs-.entry parameter check is a Rust test (kernels/src/signatures.rs), run by cargo test.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,5 +32,5 @@ for ptx in "$here"/ptx/*.ptx; do
 done
 cxx="${CXX:-g++} -O1 -Wall -Wno-unknown-pragmas"
 $cxx -std=c++17 -o "$fresh/emulate" "$here/emu/emulate.cpp" && "$fresh/emulate" || status=1
-$cxx -std=c++20 -pthread -o "$fresh/emulate_blocks" "$here/emu/emulate_blocks.cpp" && "$fresh/emulate_blocks" || status=1
+$cxx -std=c++20 -o "$fresh/emulate_blocks" "$here/emu/emulate_blocks.cpp" && "$fresh/emulate_blocks" || status=1
 exit $status
