@@ -44,18 +44,7 @@ fn with_param_and_grad(
     grad: &Tensor,
     f: impl FnOnce(&cuda::Device, &mut cuda::Buffer<f32>, &cuda::Buffer<f32>) -> cuda::Result<()>,
 ) -> Result<()> {
-    if param.dtype() != DType::F32 {
-        return Err(Error::invalid(
-            op,
-            format!("parameter {index} has dtype {:?}; only f32 parameters can be trained", param.dtype()),
-        ));
-    }
-    if grad.shape() != param.shape() {
-        return Err(Error::shape(
-            op,
-            format!("gradient of parameter {index} has shape {:?}, the parameter {:?}", grad.shape(), param.shape()),
-        ));
-    }
+    super::check_param_and_grad(op, index, param, grad)?;
     common_device(op, &[param, grad])?;
     let n = param.numel();
     if !param.is_contiguous() || param.layout().offset() != 0 || param.gpu_f32(op)?.len() != n {

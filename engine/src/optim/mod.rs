@@ -122,13 +122,8 @@ pub(crate) const PAR_CHUNK: usize = 1 << 13;
 /// Runs `f(param, grad)` on the elements of a parameter and its gradient, after checking that both
 /// are f32 of the same shape and that the parameter is contiguous. A gradient that shares storage
 /// with the parameter is copied first (the write lock on the parameter would otherwise deadlock).
-pub(crate) fn with_param_and_grad(
-    op: &'static str,
-    index: usize,
-    param: &Tensor,
-    grad: &Tensor,
-    f: impl FnOnce(&mut [f32], &[f32]),
-) -> Result<()> {
+/// A trainable parameter is f32 and its gradient has its shape (either device).
+pub(crate) fn check_param_and_grad(op: &'static str, index: usize, param: &Tensor, grad: &Tensor) -> Result<()> {
     if param.dtype() != DType::F32 {
         return Err(Error::invalid(
             op,
@@ -141,6 +136,17 @@ pub(crate) fn with_param_and_grad(
             format!("gradient of parameter {index} has shape {:?}, the parameter {:?}", grad.shape(), param.shape()),
         ));
     }
+    Ok(())
+}
+
+pub(crate) fn with_param_and_grad(
+    op: &'static str,
+    index: usize,
+    param: &Tensor,
+    grad: &Tensor,
+    f: impl FnOnce(&mut [f32], &[f32]),
+) -> Result<()> {
+    check_param_and_grad(op, index, param, grad)?;
     if !param.is_contiguous() {
         return Err(Error::invalid(
             op,
