@@ -180,3 +180,24 @@ pub(crate) fn dense_f32(op: &'static str, ordinal: u32, t: &Tensor) -> Result<Ar
     })?;
     Ok(Arc::new(out))
 }
+
+/// A new buffer of `T` over `shape` from a kernel that reads `a` and `b` (f32 on GPU `ordinal`) through
+/// the layouts `la` / `lb` they were broadcast to (strides, offsets: nothing is materialized).
+pub(crate) fn map_pair<T: cuda::Element>(
+    op: &'static str,
+    ordinal: u32,
+    (a, la): (&Tensor, &Layout),
+    (b, lb): (&Tensor, &Layout),
+    shape: &[usize],
+    launch: impl FnOnce(&cuda::Device, Strided, Strided, &mut cuda::Buffer<T>) -> cuda::Result<()>,
+) -> Result<cuda::Buffer<T>> {
+    let (ab, bb) = (a.gpu_f32(op)?, b.gpu_f32(op)?);
+    let (sa, sb) = (strides_of(la), strides_of(lb));
+    with_device(op, ordinal, |d| {
+        let mut out = d.alloc::<T>(shape.iter().product())?;
+        let av = Strided { buf: &ab, offset: la.offset(), strides: &sa };
+        let bv = Strided { buf: &bb, offset: lb.offset(), strides: &sb };
+        launch(d, av, bv, &mut out)?;
+        Ok(out)
+    })
+}

@@ -1,7 +1,7 @@
 //! Comparisons on the GPU: one `compare_f32` launch over the broadcast shape, each operand read through
 //! its own (broadcast) strides and offset, into a new u8 mask.
 use crate::error::{Error, Result};
-use crate::gpu::{strides_of, with_device, GpuBuf, Strided};
+use crate::gpu::{map_pair, GpuBuf};
 use crate::layout::Layout;
 use crate::tensor::Tensor;
 use cuda::kernels::ops::Compare;
@@ -25,15 +25,8 @@ pub(crate) fn map(
     shape: &[usize],
 ) -> Result<Tensor> {
     let code = code(op)?;
-    let (ab, bb) = (a.gpu_f32(op)?, b.gpu_f32(op)?);
-    let (sa, sb) = (strides_of(la), strides_of(lb));
-    let n = shape.iter().product();
-    let out = with_device(op, ordinal, |d| {
-        let mut out = d.alloc::<u8>(n)?;
-        let av = Strided { buf: &ab, offset: la.offset(), strides: &sa };
-        let bv = Strided { buf: &bb, offset: lb.offset(), strides: &sb };
-        cuda::ops::compare(d, av, bv, &mut out, shape, code)?;
-        Ok(out)
+    let out = map_pair::<u8>(op, ordinal, (a, la), (b, lb), shape, |d, av, bv, out| {
+        cuda::ops::compare(d, av, bv, out, shape, code)
     })?;
     Ok(Tensor::from_gpu_buf(GpuBuf::U8(Arc::new(out)), ordinal, shape, None))
 }
