@@ -21,6 +21,7 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 
 echo "== GPU tests (REQUIRE_GPU=1)"
 REQUIRE_GPU=1 "$bin/gpu-tests" --test-threads=4 || status=1
+REQUIRE_GPU=1 "$bin/cache-tests" || status=1
 REQUIRE_GPU=1 "$bin/engine-cuda-tests" --test-threads=4 || status=1
 # Every engine op and whole tiny models (fixtures from the tree) on the GPU against the host.
 REQUIRE_GPU=1 PEFT_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/engine-gpu-ops" --test-threads=4 || status=1

@@ -8,8 +8,8 @@ use cust::device::DeviceAttribute;
 use cust::memory::{CopyDestination, DeviceBuffer, DeviceCopy};
 use cust::stream::{Stream, StreamFlags};
 use kernels::{Kernel, Module};
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// `CudaError`'s `Display` asks the driver for a message (which fails without one), so errors are
 /// reported by their variant name.
@@ -27,14 +27,55 @@ impl Element for i32 {}
 impl Element for u8 {}
 impl Element for i64 {}
 
-/// A GPU with its own context and stream, current on the thread that created it. Kernels are launched
-/// in order on the one stream; modules are loaded (JIT-compiled by the driver) on first use.
-/// Buffers must be dropped before their device.
+/// A GPU with its own stream in the device's primary context. Kernels are launched in order on the one
+/// stream, from any thread (a thread calls [`Device::make_current`] once before using it); modules are
+/// loaded (JIT-compiled by the driver) on first use. Freed buffers go back to the device's cache
+/// ([`Device::cached_bytes`]), as PyTorch's caching allocator does, because `cuMemFree` synchronizes
+/// the whole device and `cuMemAlloc` is slow: a training step allocates every op's output. Reuse is safe
+/// without events because every launch and copy of a device is ordered on its one stream.
 pub struct Device {
     ordinal: u32,
-    modules: RefCell<HashMap<Module, cust::module::Module>>,
+    modules: Mutex<HashMap<Module, cust::module::Module>>,
     stream: Stream,
-    _context: Context,
+    cache: Arc<Cache>,
+    context: Context,
+}
+
+/// Freed allocations by byte size, kept for reuse.
+struct Cache {
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+    device: cust::device::Device,
+}
+
+impl Cache {
+    fn take(&self, bytes: usize) -> Option<u64> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&bytes).and_then(Vec::pop)
+    }
+
+    fn give_back(&self, bytes: usize, ptr: u64) {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner).entry(bytes).or_default().push(ptr);
+    }
+
+    /// Frees every cached allocation (the caller has the device's context current).
+    fn release(&self) {
+        let all: Vec<u64> =
+            self.free.lock().unwrap_or_else(PoisonError::into_inner).drain().flat_map(|(_, v)| v).collect();
+        for ptr in all {
+            // SAFETY: every cached pointer came from cuMemAlloc of this device and is owned by the cache
+            // alone; nothing queued uses it (a caller synchronizes before releasing).
+            let _ = unsafe { cust::memory::cuda_free(cust::memory::DevicePointer::<u8>::from_raw(ptr)) };
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // The last buffer may go on a thread that never opened the device: retaining the primary context
+        // makes it current here.
+        let context = Context::new(self.device).ok();
+        self.release();
+        drop(context);
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -51,7 +92,27 @@ impl Device {
         let dev = cust::device::Device::get_device(ordinal).map_err(driver_err(format!("open device {ordinal}")))?;
         let context = Context::new(dev).map_err(driver_err("create context"))?;
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(driver_err("create stream"))?;
-        Ok(Device { ordinal, modules: RefCell::new(HashMap::new()), stream, _context: context })
+        let cache = Arc::new(Cache { free: Mutex::new(HashMap::new()), device: dev });
+        Ok(Device { ordinal, modules: Mutex::new(HashMap::new()), stream, cache, context })
+    }
+
+    /// Makes the device's context current on the calling thread (once per thread, before other calls
+    /// from it; the thread that opened the device already has it).
+    pub fn make_current(&self) -> Result<()> {
+        cust::context::CurrentContext::set_current(&self.context).map_err(driver_err("make the context current"))
+    }
+
+    /// Bytes held by the cache of freed buffers.
+    pub fn cached_bytes(&self) -> usize {
+        let free = self.cache.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.iter().map(|(bytes, v)| bytes * v.len()).sum()
+    }
+
+    /// Frees the cached buffers (PyTorch's `empty_cache`), after the queued work has finished.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.synchronize()?;
+        self.cache.release();
+        Ok(())
     }
 
     /// The driver's CUDA version, e.g. (12, 4).
@@ -87,20 +148,39 @@ impl Device {
         dev.name().map_err(driver_err("device name"))
     }
 
-    /// A zero-filled buffer of `len` elements.
+    /// A zero-filled buffer of `len` elements (zeroed in stream order).
     pub fn zeros<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
-        // One element at least: a zero-size allocation is an error for the driver.
-        let inner = DeviceBuffer::zeroed(len.max(1)).map_err(driver_err(format!("allocate {len} elements")))?;
-        Ok(Buffer { inner, len, device: self.raw_device()? })
+        let mut buf = self.alloc::<T>(len)?;
+        // SAFETY: the memset is queued on the stream every use of this buffer is queued on.
+        unsafe { buf.inner.set_8_async(0, &self.stream) }.map_err(driver_err("zero a buffer"))?;
+        Ok(buf)
     }
 
     /// A buffer of `len` elements whose contents are unspecified: for outputs a kernel overwrites whole.
+    /// From the cache when a freed buffer of the same byte size is there.
     pub fn alloc<T: Element>(&self, len: usize) -> Result<Buffer<T>> {
-        // SAFETY: `Element` types are plain old data, valid for any bit pattern; callers write every
-        // element (a kernel's whole output) before reading.
-        let inner = unsafe { DeviceBuffer::uninitialized(len.max(1)) }
-            .map_err(driver_err(format!("allocate {len} elements")))?;
-        Ok(Buffer { inner, len, device: self.raw_device()? })
+        // One element at least: a zero-size allocation is an error for the driver.
+        let elems = len.max(1);
+        let bytes = elems * std::mem::size_of::<T>();
+        let inner = match self.cache.take(bytes) {
+            // SAFETY: a cached pointer is a live cuMemAlloc allocation of exactly `bytes` bytes (aligned to
+            // 256, so for any `T`) that no buffer owns; `Element` types are valid for any bit pattern.
+            Some(ptr) => unsafe { DeviceBuffer::from_raw_parts(cust::memory::DevicePointer::from_raw(ptr), elems) },
+            None => {
+                // SAFETY: as above; callers write every element before reading.
+                let fresh = unsafe { DeviceBuffer::uninitialized(elems) };
+                match fresh {
+                    Ok(b) => b,
+                    // Out of memory with buffers cached: free them and try once more.
+                    Err(_) => {
+                        self.empty_cache()?;
+                        unsafe { DeviceBuffer::uninitialized(elems) }
+                            .map_err(driver_err(format!("allocate {len} elements")))?
+                    }
+                }
+            }
+        };
+        Ok(Buffer { inner, len, cache: self.cache.clone() })
     }
 
     /// A new buffer holding a copy of `src` (device to device).
@@ -116,8 +196,11 @@ impl Device {
         if data.is_empty() {
             return self.zeros(0);
         }
-        let inner = DeviceBuffer::from_slice(data).map_err(driver_err("copy to device"))?;
-        Ok(Buffer { inner, len: data.len(), device: self.raw_device()? })
+        let mut buf = self.alloc::<T>(data.len())?;
+        // A synchronous copy (legacy default stream): it waits for the work queued on our (blocking)
+        // stream, which may still be reading a cached buffer's old contents.
+        buf.inner.copy_from(data).map_err(driver_err("copy to device"))?;
+        Ok(buf)
     }
 
     /// The buffer's contents, after every launch queued so far has finished.
@@ -138,7 +221,7 @@ impl Device {
     /// Queues `kernel` with `args` (checked against its parameter list) on `grid` x `block` threads.
     pub fn launch(&self, kernel: &Kernel, grid: [u32; 3], block: u32, args: &[Arg]) -> Result<()> {
         let mut packed = pack(kernel, args)?;
-        let mut modules = self.modules.borrow_mut();
+        let mut modules = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
         let module = match modules.entry(kernel.module) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(
@@ -158,29 +241,32 @@ impl Device {
     }
 }
 
-/// A device buffer of `len` elements of `T`, in its device's primary context.
+/// A device buffer of `len` elements of `T`, in its device's primary context. Dropping it returns the
+/// allocation to its device's cache.
 pub struct Buffer<T: Element> {
     inner: DeviceBuffer<T>,
     len: usize,
-    device: cust::device::Device,
+    cache: Arc<Cache>,
 }
 
 // SAFETY: a buffer is a device address in the device's primary context, which is one per process and
-// usable from any thread that makes it current: every copy goes through a `Device` (which does so on its
-// thread) and `drop` makes it current before freeing. Nothing in the buffer is thread-affine.
+// usable from any thread that makes it current: every copy goes through a `Device`, and `drop` only
+// hands the address to the cache. Nothing in the buffer is thread-affine.
 unsafe impl<T: Element> Send for Buffer<T> {}
 unsafe impl<T: Element> Sync for Buffer<T> {}
 
 impl<T: Element> Drop for Buffer<T> {
     fn drop(&mut self) {
-        // cuMemFree needs the owning context current, and a buffer may be dropped on a thread that never
-        // opened the device (engine tensors move between threads). Retaining the primary context makes it
-        // current here and keeps it alive until the allocation is freed.
-        let context = Context::new(self.device).ok();
         // SAFETY: a null, empty DeviceBuffer owns nothing; its drop is a no-op.
         let empty = unsafe { DeviceBuffer::from_raw_parts(cust::memory::DevicePointer::null(), 0) };
-        drop(std::mem::replace(&mut self.inner, empty));
-        drop(context);
+        let inner = std::mem::replace(&mut self.inner, empty);
+        let bytes = inner.len() * std::mem::size_of::<T>();
+        let ptr = inner.as_device_ptr().as_raw();
+        // The allocation now belongs to the cache: it must not be freed here.
+        std::mem::forget(inner);
+        if ptr != 0 {
+            self.cache.give_back(bytes, ptr);
+        }
     }
 }
 

@@ -9,9 +9,8 @@ use crate::layout::Layout;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 pub(crate) use cuda::ops::Strided;
 
@@ -65,31 +64,54 @@ impl CudaStorage {
     }
 }
 
+/// One `cuda::Device` (one stream, one cache of freed buffers) per GPU for the whole process, so every
+/// thread's work on a GPU is ordered on one stream: a tensor made on one thread can be used on another.
+static DEVICES: OnceLock<Mutex<HashMap<u32, Arc<cuda::Device>>>> = OnceLock::new();
+
 thread_local! {
-    /// Each thread opens a device once (a `cuda::Device` makes the device's context current on its
-    /// thread); buffers live in the device's one primary context, so any thread can use them.
-    static DEVICES: RefCell<HashMap<u32, Rc<cuda::Device>>> = RefCell::new(HashMap::new());
+    /// The GPUs whose context this thread has made current.
+    static CURRENT: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
-/// Runs `f` on GPU `ordinal`'s handle for this thread (opened on first use). Driver and launcher
-/// errors become engine errors naming `op` and the device.
+fn device(ordinal: u32) -> cuda::Result<Arc<cuda::Device>> {
+    let mut devices = DEVICES.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(PoisonError::into_inner);
+    let dev = match devices.get(&ordinal) {
+        Some(d) => d.clone(),
+        None => {
+            let d = Arc::new(cuda::Device::new(ordinal)?);
+            devices.insert(ordinal, d.clone());
+            d
+        }
+    };
+    drop(devices);
+    if !CURRENT.with(|c| c.borrow().contains(&ordinal)) {
+        dev.make_current()?;
+        CURRENT.with(|c| c.borrow_mut().insert(ordinal));
+    }
+    Ok(dev)
+}
+
+/// Runs `f` on GPU `ordinal`'s handle (opened on first use). Driver and launcher errors become engine
+/// errors naming `op` and the device.
 pub(crate) fn with_device<R>(
     op: &'static str,
     ordinal: u32,
     f: impl FnOnce(&cuda::Device) -> cuda::Result<R>,
 ) -> Result<R> {
-    let device = DEVICES.with(|d| -> cuda::Result<Rc<cuda::Device>> {
-        if let Some(dev) = d.borrow().get(&ordinal) {
-            return Ok(dev.clone());
-        }
-        let dev = Rc::new(cuda::Device::new(ordinal)?);
-        d.borrow_mut().insert(ordinal, dev.clone());
-        Ok(dev)
-    });
-    device.and_then(|d| f(&d)).map_err(|e| Error::invalid(op, format!("cuda:{ordinal}: {e}")))
+    device(ordinal).and_then(|d| f(&d)).map_err(|e| Error::invalid(op, format!("cuda:{ordinal}: {e}")))
 }
 
-/// Waits for every kernel queued on GPU `ordinal` from this thread (a kernel fault surfaces here).
+/// Bytes of freed GPU memory kept for reuse on GPU `ordinal` (PyTorch's reserved minus allocated).
+pub fn cached_bytes(ordinal: u32) -> Result<usize> {
+    with_device("cached_bytes", ordinal, |d| Ok(d.cached_bytes()))
+}
+
+/// Frees the cached GPU memory of GPU `ordinal` (PyTorch's `torch.cuda.empty_cache()`).
+pub fn empty_cache(ordinal: u32) -> Result<()> {
+    with_device("empty_cache", ordinal, |d| d.empty_cache())
+}
+
+/// Waits for every kernel queued on GPU `ordinal` (a kernel fault surfaces here).
 pub fn synchronize(ordinal: u32) -> Result<()> {
     with_device("synchronize", ordinal, |d| d.synchronize())
 }
