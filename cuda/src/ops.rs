@@ -62,7 +62,45 @@ pub fn gemm_f32(dev: &Device, a: &Buffer<f32>, b: &Buffer<f32>, c: &mut Buffer<f
     dev.launch(&sig::GEMM_F32, grid, BLOCK, &gemm_args(a, b, c, g))
 }
 
-/// Tensor-core GEMM of bf16 (`bf16 == true`) or f16 operands with f32 accumulation and output.
+/// Whether the cp.async / ldmatrix tensor-core GEMM (`gemm_bf16_fast` / `gemm_f16_fast` in
+/// kernels/cu/gemm_mma.cu) may run on these operands; else the plain one does. `a_addr` / `b_addr` are the
+/// device byte addresses where A and B start (offset included). The fast kernel copies 16-byte chunks of
+/// 8 elements along each operand's contiguous dim, so: both start 16-byte aligned, batch strides (when
+/// there is more than one batch) are multiples of 8 elements, and each operand either has k stride 1 with
+/// its other stride and k multiples of 8, or other stride 1 with its k stride and its m (n) multiples of 8
+/// (every chunk then lies wholly inside or outside the matrix). The kernel treats an operand as
+/// k-contiguous exactly when its k stride is 1, as this does.
+pub fn half_gemm_fast_ok(g: &GemmShape, a_addr: u64, b_addr: u64) -> bool {
+    let runs = |k_stride: usize, other_stride: usize, other_extent: usize| {
+        if k_stride == 1 {
+            other_stride.is_multiple_of(8) && g.k.is_multiple_of(8)
+        } else {
+            other_stride == 1 && k_stride.is_multiple_of(8) && other_extent.is_multiple_of(8)
+        }
+    };
+    a_addr.is_multiple_of(16)
+        && b_addr.is_multiple_of(16)
+        && (g.batch <= 1 || (g.a_batch.is_multiple_of(8) && g.b_batch.is_multiple_of(8)))
+        && runs(g.a_k, g.a_m, g.m)
+        && runs(g.b_k, g.b_n, g.n)
+}
+
+/// The tensor-core kernel for these launch arguments (A and B pointers first): the fast one when
+/// `half_gemm_fast_ok`.
+fn half_gemm_kernel(g: &GemmShape, args: &[Arg], bf16: bool) -> &'static kernels::signatures::Kernel {
+    let addr = |arg: &Arg| if let Arg::Ptr(p) = arg { Some(*p) } else { None };
+    let fast = matches!((addr(&args[0]), addr(&args[1])), (Some(a), Some(b)) if half_gemm_fast_ok(g, a, b));
+    match (fast, bf16) {
+        (true, true) => &sig::GEMM_BF16_FAST,
+        (true, false) => &sig::GEMM_F16_FAST,
+        (false, true) => &sig::GEMM_BF16,
+        (false, false) => &sig::GEMM_F16,
+    }
+}
+
+/// Tensor-core GEMM of bf16 (`bf16 == true`) or f16 operands with f32 accumulation and output. Operands
+/// that `half_gemm_fast_ok` accepts (aligned, 8-element runs: row-major or transposed contiguous
+/// matrices with dims multiple of 8) take the cp.async / ldmatrix kernel, any others the plain one.
 pub fn gemm_half(
     dev: &Device,
     a: &Buffer<u16>,
@@ -75,8 +113,8 @@ pub fn gemm_half(
     if grid.contains(&0) {
         return Ok(());
     }
-    let kernel = if bf16 { &sig::GEMM_BF16 } else { &sig::GEMM_F16 };
-    dev.launch(kernel, grid, BLOCK, &gemm_args(a, b, c, g))
+    let args = gemm_args(a, b, c, g);
+    dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args)
 }
 
 /// Sets the first `n` elements of `y` to `value`.
@@ -642,7 +680,7 @@ pub fn gemm_f32_at(
 }
 
 /// `gemm_half` (bf16 when `bf16`, else f16 operands; f32 C) with each operand at an element offset,
-/// as `gemm_f32_at`.
+/// as `gemm_f32_at`; the fast kernel runs when the offset operands pass `half_gemm_fast_ok`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_half_at(
     dev: &Device,
@@ -669,8 +707,7 @@ pub fn gemm_half_at(
     args[0] = a.arg_at(a_off);
     args[1] = b.arg_at(b_off);
     args[2] = c.arg_at(c_off);
-    let kernel = if bf16 { &sig::GEMM_BF16 } else { &sig::GEMM_F16 };
-    dev.launch(kernel, grid, BLOCK, &args)
+    dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args)
 }
 
 // --- selection and data movement (kernels/cu/select.cu): cat / stack / narrow backward, where, compare ---
@@ -789,4 +826,50 @@ pub fn cast_f32_to_u8(dev: &Device, x: &Buffer<f32>, offset: usize, y: &mut Buff
         return Ok(());
     }
     dev.launch(&sig::CAST_F32_U8, elementwise_grid(n), BLOCK, &[x.arg_at(offset), y.arg(), Arg::U64(n as u64)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::half_gemm_fast_ok;
+    use crate::GemmShape;
+
+    #[test]
+    fn the_fast_half_gemm_needs_aligned_operands_with_8_element_runs() {
+        // Every layout of A and B, dims multiples of 8: fast.
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert!(half_gemm_fast_ok(&GemmShape::row_major(64, 24, 40, 3, ta, tb), 256, 512), "{ta} {tb}");
+        }
+        let g = GemmShape::row_major(64, 24, 40, 3, false, false);
+        // Misaligned start (an element offset of 4 halves = 8 bytes), on either operand.
+        assert!(!half_gemm_fast_ok(&g, 256 + 8, 512));
+        assert!(!half_gemm_fast_ok(&g, 256, 512 + 2));
+        // k not a multiple of 8 breaks the k-contiguous A (its row stride too); row-major B is n-contiguous
+        // and needs n % 8 == 0, not k.
+        assert!(!half_gemm_fast_ok(&GemmShape::row_major(64, 24, 36, 1, false, true), 0, 0));
+        assert!(!half_gemm_fast_ok(&GemmShape::row_major(64, 24, 36, 1, true, true), 0, 0));
+        assert!(half_gemm_fast_ok(&GemmShape::row_major(64, 24, 36, 1, true, false), 0, 0));
+        // m (n) not a multiple of 8 breaks a transposed A (a row-major B).
+        assert!(!half_gemm_fast_ok(&GemmShape::row_major(60, 24, 40, 1, true, true), 0, 0));
+        assert!(half_gemm_fast_ok(&GemmShape::row_major(60, 24, 40, 1, false, true), 0, 0));
+        assert!(!half_gemm_fast_ok(&GemmShape::row_major(64, 20, 40, 1, false, false), 0, 0));
+        assert!(half_gemm_fast_ok(&GemmShape::row_major(64, 20, 40, 1, false, true), 0, 0));
+        // A padded leading dim that is a multiple of 8 is fine; one that is not, or a stride of 1 on
+        // neither dim (a strided view), is not.
+        let mut p = g;
+        p.a_m = 48;
+        p.a_batch = 48 * 64;
+        assert!(half_gemm_fast_ok(&p, 0, 0));
+        p.a_m = 44;
+        p.a_batch = 44 * 64;
+        assert!(!half_gemm_fast_ok(&p, 0, 0));
+        let mut v = g;
+        v.b_n = 2;
+        assert!(!half_gemm_fast_ok(&v, 0, 0));
+        // A batch stride off the 8-element grid matters only with more than one batch.
+        let mut z = g;
+        z.b_batch += 4;
+        assert!(!half_gemm_fast_ok(&z, 0, 0));
+        z.batch = 1;
+        assert!(half_gemm_fast_ok(&z, 0, 0));
+    }
 }

@@ -137,6 +137,62 @@ fn tensor_core_gemm_matches_the_reference_for_bf16_and_f16() {
     }
 }
 
+/// `gemm_half` / `gemm_half_at` in all four layouts (A row-major or transposed, B row-major or [n, k]), on
+/// shapes and offsets that take the cp.async / ldmatrix kernel (aligned, 8-element runs: padded leading
+/// dims, an 8-element offset, batches, alpha / beta, partial tiles, k no multiple of 32) and on ones that
+/// fall back to the plain kernel (a 3-element offset; dims no multiple of 8). `half_gemm_fast_ok` says
+/// which kernel runs; both must match the reference on the rounded inputs.
+#[test]
+fn tensor_core_gemm_fast_and_fallback_paths_match_the_reference_in_every_layout() {
+    let Some(dev) = device() else { return };
+    // (m, n, k, batch, leading-dim padding, A offset, takes the fast kernel)
+    let cases = [
+        (136, 200, 72, 2, 8, 8, true),
+        (40, 24, 16, 1, 0, 0, true),
+        (136, 72, 40, 1, 0, 3, false),
+        (37, 45, 20, 2, 0, 0, false),
+    ];
+    for bf16 in [true, false] {
+        for (m, n, k, batch, pad, a_off, fast) in cases {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let lda = if ta { m } else { k } + pad;
+                let ldb = if tb { k } else { n } + pad;
+                let g = GemmShape {
+                    m,
+                    n,
+                    k,
+                    batch,
+                    a_m: if ta { 1 } else { lda },
+                    a_k: if ta { lda } else { 1 },
+                    b_k: if tb { 1 } else { ldb },
+                    b_n: if tb { ldb } else { 1 },
+                    c_m: n,
+                    a_batch: lda * if ta { k } else { m },
+                    b_batch: ldb * if tb { n } else { k },
+                    c_batch: m * n,
+                    alpha: 0.5,
+                    beta: if batch > 1 { 2.0 } else { 0.0 },
+                };
+                let a = random(a_off + g.a_batch * batch, 6);
+                let b = random(g.b_batch * batch, 7);
+                let c0 = random(m * n * batch, 8);
+                let ((ha, ra), (hb, rb)) = (to_half(&a, bf16), to_half(&b, bf16));
+                let (da, db, mut dc) = (dev.upload(&ha).unwrap(), dev.upload(&hb).unwrap(), dev.upload(&c0).unwrap());
+                let (cuda::Arg::Ptr(pa), cuda::Arg::Ptr(pb)) = (da.arg_at(a_off), db.arg()) else { unreachable!() };
+                let what = format!("gemm bf16={bf16} {m}x{n}x{k} batch {batch} ta={ta} tb={tb} A offset {a_off}");
+                assert_eq!(ops::half_gemm_fast_ok(&g, pa, pb), fast, "{what}: kernel choice");
+                if a_off == 0 {
+                    ops::gemm_half(&dev, &da, &db, &mut dc, &g, bf16).unwrap();
+                } else {
+                    ops::gemm_half_at(&dev, &da, a_off, &db, 0, &mut dc, 0, &g, bf16).unwrap();
+                }
+                let (want, scale) = gemm_ref(&ra[a_off..], &rb, &c0, &g);
+                assert_close(&what, &dev.download(&dc).unwrap(), &want, &scale, 1e-5);
+            }
+        }
+    }
+}
+
 fn unary_ref(op: Unary, x: f64, s: f64) -> f64 {
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
     let erf = |x: f64| {

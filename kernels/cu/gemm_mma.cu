@@ -9,6 +9,8 @@
 // kernels/src/mma_layout.rs replays this index math in Rust, and kernels/emu/ runs this file on the CPU
 // with mma.sync emulated from the ISA's layout tables.
 // Out-of-range elements are loaded as zero and never stored, so any shape works.
+// gemm_bf16_fast / gemm_f16_fast (below) are the same product with cp.async double buffering and ldmatrix,
+// for operands the launcher has checked are 16-byte aligned with 16-byte contiguous runs.
 #include "gemm_args.cuh"
 
 #define BM 128
@@ -115,4 +117,225 @@ extern "C" __global__ void __launch_bounds__(256) gemm_bf16(GEMM_PARAMS(u16)) {
 
 extern "C" __global__ void __launch_bounds__(256) gemm_f16(GEMM_PARAMS(u16)) {
   gemm_mma<false>(a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fast path: cp.async double buffering + ldmatrix. Same tiles (128x128x32, 8 warps of 64x32), same
+// fragments and epilogue as gemm_mma above; only the staging differs. Preconditions (checked by the
+// launcher, cuda/src/ops.rs `half_gemm_fast_ok`): a and b 16-byte aligned (offset included), every batch
+// stride a multiple of 8 elements, and per operand either
+//   k-contiguous: stride along k == 1, the other stride % 8 == 0, k % 8 == 0, or
+//   m- (n-) contiguous: the other stride == 1, stride along k % 8 == 0, m (n) % 8 == 0,
+// so every 8-element run along the contiguous dim is one aligned 16-byte chunk, wholly in or out of range.
+// An operand is taken as k-contiguous exactly when its k stride is 1 (the launcher decides the same way).
+// Shared tiles keep the contiguous dim contiguous (cp.async cannot transpose): [row][k] for a
+// k-contiguous operand, [k][row] otherwise, each row padded by 8 halves (rows 80 or 272 bytes apart: the 8
+// row addresses of one ldmatrix phase hit 8 different 16-byte bank groups). Fragments come from
+// ldmatrix.x4 (non-transposed for [row][k], .trans for [k][row]).
+//
+// PTX ISA semantics used (and emulated in kernels/emu/cuda_threads.h):
+//   cp.async.cg.shared.global [dst], [src], 16, src_size: copies src_size bytes (here 16 or 0) from global
+//     src to shared dst and fills the rest of the 16 bytes with zeros; both addresses 16-byte aligned. It
+//     completes asynchronously: cp.async.commit_group closes the thread's pending copies into a group,
+//     cp.async.wait_group N waits until at most N of the thread's groups are pending. Other threads see the
+//     data only after a barrier that follows the wait.
+//   ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 {r0..r3}, [addr]: lane 8q + i gives the address of
+//     row i (8 contiguous 16-bit elements, 16-byte aligned) of matrix q; lane l receives in r_q the
+//     elements (row l/4, cols 2(l%4), 2(l%4)+1) of matrix q (lower column in the low half), or with .trans
+//     the elements (rows 2(l%4), 2(l%4)+1, col l/4), i.e. the same fragment of the transposed matrix.
+// Against the m16n8k16 fragments: A register r is the 8x8 block (rows 8(r%2).., k 8(r/2)..) read as
+// [row][k] (non-trans) or [k][row] (.trans); B register r is (k 8r.., cols 0..7) read as [col][k]
+// (non-trans) or [k][col] (.trans).
+#define LDK (BK + 8)    // halves per row of a [row][k] tile
+#define LDR (BM + 8)    // halves per row of a [k][row] tile
+#define STAGE (BM * LDK)  // halves per operand per stage: the larger of BM * LDK and BK * LDR
+static_assert(BM * LDK >= BK * LDR, "stage size");
+static_assert(BM == BN, "one stage size for A and B");
+
+// 32-bit shared-window address of a shared pointer (what cp.async and ldmatrix take).
+__device__ __forceinline__ u32 shared_u32(const void* p) {
+#ifdef KERNELS_CPU_EMULATION
+  (void)p;
+  return 0;
+#else
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+#endif
+}
+
+// 16 bytes from `src` into the shared tile at byte `off`, or 16 zero bytes when !in_range (src is not read).
+__device__ __forceinline__ void cp_async16(u16* tile, u32 tile_s, u32 off, const u16* src, bool in_range) {
+#ifdef KERNELS_CPU_EMULATION
+  (void)tile_s;
+  emu_cp_async_16((char*)tile + off, src, in_range ? 16 : 0);
+#else
+  (void)tile;
+  asm volatile("{ .reg .u64 g; cvta.to.global.u64 g, %1; cp.async.cg.shared.global [%0], [g], 16, %2; }" ::"r"(
+                   tile_s + off),
+               "l"(src), "r"(in_range ? 16u : 0u)
+               : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef KERNELS_CPU_EMULATION
+  emu_cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#ifdef KERNELS_CPU_EMULATION
+  emu_cp_async_wait(0);
+#else
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
+}
+
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* tile, u32 tile_s, u32 off) {
+#ifdef KERNELS_CPU_EMULATION
+  (void)tile_s;
+  emu_ldmatrix_x4(r, (const char*)tile + off, TRANS);
+#else
+  (void)tile;
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(tile_s + off)
+                 : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(tile_s + off)
+                 : "memory");
+#endif
+}
+
+// One operand's 128x32 tile at k0 into a stage: 512 chunks of 8 halves, 2 per thread. K_FAST: global
+// [row][k] (row stride `rs`), tile [row][k]; else global [k][row] (k stride `ks`), tile [k][row].
+template <bool K_FAST>
+__device__ __forceinline__ void load_tile(u16* tile, u32 tile_s, const u16* g, u32 row0, u32 rows, u32 k0, u32 k,
+                                          i64 row_stride, i64 k_stride, u32 tid) {
+#pragma unroll
+  for (int l = 0; l < 2; ++l) {
+    u32 c = tid + 256 * l;
+    u32 r = K_FAST ? c >> 2 : (c & 15) * 8, kk = K_FAST ? (c & 3) * 8 : c >> 4;
+    u32 gr = row0 + r, gk = k0 + kk;
+    bool ok = gr < rows && gk < k;
+    const u16* src = ok ? g + (i64)gr * row_stride + (i64)gk * k_stride : g;
+    u32 off = 2 * (K_FAST ? r * LDK + kk : kk * LDR + r);
+    cp_async16(tile, tile_s, off, src, ok);
+  }
+}
+
+template <bool BF16, bool A_K, bool B_K>
+__device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
+  const u32 smem_s = shared_u32(smem);
+  a += blockIdx.z * a_batch;
+  b += blockIdx.z * b_batch;
+  c += blockIdx.z * c_batch;
+  const u32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const u32 g = lane >> 2, t = lane & 3, q = lane >> 3, i8 = lane & 7;
+  const u32 wrow = (warp >> 2) * 64, wcol = (warp & 3) * 32;
+  const u32 row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+  // This lane's ldmatrix row address within a stage (bytes), for A's m16 tile 0 and B's n16 pair 0 at
+  // ks = 0. A: matrix q = (rows 8(q%2).., k 8(q/2)..). B: matrix q = (cols 8(q/2).., k 8(q%2)..), so
+  // registers 0..3 are fb[2p][0], fb[2p][1], fb[2p+1][0], fb[2p+1][1].
+  const u32 a_lane = 2 * (A_K ? (wrow + i8 + 8 * (q & 1)) * LDK + 8 * (q >> 1)
+                              : (8 * (q >> 1) + i8) * LDR + wrow + 8 * (q & 1));
+  const u32 b_lane = 2 * (B_K ? (wcol + 8 * (q >> 1) + i8) * LDK + 8 * (q & 1)
+                              : (8 * (q & 1) + i8) * LDR + wcol + 8 * (q >> 1));
+  // Byte steps: next m16 tile / n16 pair, next k16 half.
+  const u32 a_i = 2 * (A_K ? 16 * LDK : 16), a_ks = 2 * (A_K ? 16 : 16 * LDR);
+  const u32 b_p = 2 * (B_K ? 16 * LDK : 16), b_ks = 2 * (B_K ? 16 : 16 * LDR);
+
+  auto load_stage = [&](u32 s, u32 k0) {
+    u16* as = smem + (2 * s) * STAGE;
+    u16* bs = smem + (2 * s + 1) * STAGE;
+    const u32 as_s = smem_s + 2 * (2 * s) * STAGE, bs_s = smem_s + 2 * (2 * s + 1) * STAGE;
+    load_tile<A_K>(as, as_s, a, row0, m, k0, k, a_m, a_k, tid);
+    load_tile<B_K>(bs, bs_s, b, col0, n, k0, k, b_n, b_k, tid);
+  };
+
+  const u32 nk = (k + BK - 1) / BK;
+  if (nk > 0) load_stage(0, 0);
+  cp_async_commit();
+  for (u32 kt = 0; kt < nk; ++kt) {
+    // Tile kt has landed for this thread; after the barrier for every thread, and every warp has
+    // finished reading stage (kt + 1) % 2 (tile kt - 1), so it can be refilled while tile kt is used.
+    cp_async_wait_all();
+    __syncthreads();
+    if (kt + 1 < nk) load_stage((kt + 1) & 1, (kt + 1) * BK);
+    cp_async_commit();
+    const u32 s = kt & 1;
+    const u16* as = smem + (2 * s) * STAGE;
+    const u16* bs = smem + (2 * s + 1) * STAGE;
+    const u32 as_s = smem_s + 2 * (2 * s) * STAGE, bs_s = smem_s + 2 * (2 * s + 1) * STAGE;
+#pragma unroll
+    for (int h = 0; h < BK / 16; ++h) {
+      u32 fa[4][4], fb[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) ldmatrix_x4<!A_K>(fa[i], as, as_s, a_lane + i * a_i + h * a_ks);
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        u32 r[4];
+        ldmatrix_x4<!B_K>(r, bs, bs_s, b_lane + p * b_p + h * b_ks);
+        fb[2 * p][0] = r[0];
+        fb[2 * p][1] = r[1];
+        fb[2 * p + 1][0] = r[2];
+        fb[2 * p + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_16816<BF16>(acc[i][j], fa[i], fb[j]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      u32 r = row0 + wrow + 16 * i + g, col = col0 + wcol + 8 * j + 2 * t;
+      gemm_store(c, m, n, c_m, r, col, acc[i][j][0], alpha, beta);
+      gemm_store(c, m, n, c_m, r, col + 1, acc[i][j][1], alpha, beta);
+      gemm_store(c, m, n, c_m, r + 8, col, acc[i][j][2], alpha, beta);
+      gemm_store(c, m, n, c_m, r + 8, col + 1, acc[i][j][3], alpha, beta);
+    }
+}
+
+// The layout is uniform per launch; one entry per element type keeps the launcher table small.
+template <bool BF16>
+__device__ __forceinline__ void gemm_fast_dispatch(GEMM_PARAMS(u16)) {
+  // Declared here, not per layout, so that the four layouts share one 40 KiB array: [stage][A, B].
+  __shared__ __align__(16) u16 smem[2 * 2 * STAGE];
+  if (a_k == 1) {
+    if (b_k == 1)
+      gemm_mma_fast<BF16, true, true>(smem, a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+    else
+      gemm_mma_fast<BF16, true, false>(smem, a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+  } else {
+    if (b_k == 1)
+      gemm_mma_fast<BF16, false, true>(smem, a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+    else
+      gemm_mma_fast<BF16, false, false>(smem, a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemm_bf16_fast(GEMM_PARAMS(u16)) {
+  gemm_fast_dispatch<true>(a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemm_f16_fast(GEMM_PARAMS(u16)) {
+  gemm_fast_dispatch<false>(a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);
 }

@@ -152,8 +152,26 @@ struct Scheduler {
   const char* kernel = "";
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
+  // Schedule: false runs every ready fiber once per round, so the warps move in near lockstep; true lets
+  // each warp run on through its warp exchanges until it waits at __syncthreads (or ends) before the
+  // next warp moves. Both are schedules the hardware may produce; the second exposes a warp that
+  // overwrites shared data another warp still reads before the barrier that should separate them.
+  bool warp_run_ahead = false;
 };
 inline Scheduler sched;
+
+// Per thread: cp.async copies not yet committed, and the committed groups, oldest first.
+struct CpAsync {
+  unsigned char* dst;
+  const unsigned char* src;
+  unsigned bytes;
+};
+inline std::vector<CpAsync> cp_open[max_threads];
+inline std::vector<std::vector<CpAsync>> cp_groups[max_threads];
+inline void cp_reset(unsigned t) {
+  cp_open[t].clear();
+  cp_groups[t].clear();
+}
 
 [[noreturn]] inline void fail(const char* why) {
   std::fprintf(stderr, "CUDA emulation of kernel %s: %s\n", sched.kernel, why);
@@ -195,6 +213,7 @@ inline void run_block_fibers() {
     start_context(sched.fibers[t], sched.stacks + t * slot + guard_bytes, stack_bytes, fiber_main);
     sched.state[t] = State::ready;
     sched.parity[t] = 0;
+    cp_reset(t);  // copies a previous block left pending never land
   }
   sched.in_fiber = true;
   for (;;) {
@@ -202,6 +221,20 @@ inline void run_block_fibers() {
       if (sched.state[t] == State::ready) {
         threadIdx = {t, 0, 0};
         switch_to(sched.main, sched.fibers[t]);
+      }
+    if (sched.warp_run_ahead)
+      for (unsigned lo = 0; lo < n; lo += 32) {
+        unsigned hi = lo + 32 < n ? lo + 32 : n;
+        for (;;) {
+          unsigned waiting = 0;
+          for (unsigned t = lo; t < hi; ++t) waiting += sched.state[t] == State::at_warp_barrier;
+          if (waiting != hi - lo) break;
+          for (unsigned t = lo; t < hi; ++t) sched.state[t] = State::ready;
+          for (unsigned t = lo; t < hi; ++t) {
+            threadIdx = {t, 0, 0};
+            switch_to(sched.main, sched.fibers[t]);
+          }
+        }
       }
     // Every fiber now waits at a barrier or has returned: open the barriers that everyone reached.
     unsigned done = 0, at_block = 0;
@@ -263,6 +296,8 @@ inline void run_grid(const char* kernel, EmuDim3 grid, unsigned threads, bool co
 inline float exchange[2][max_threads];
 inline unsigned mma_a[2][max_threads][4], mma_b[2][max_threads][2];
 inline unsigned next_half() { return sched.parity[threadIdx.x]++ & 1; }
+inline const unsigned char* ldmatrix_rows[2][max_threads];
+
 }  // namespace emu
 
 inline void __syncthreads() { emu::yield(emu::State::at_block_barrier); }
@@ -299,6 +334,72 @@ inline void emu_mma_m16n8k16(float* d, const unsigned* a, const unsigned* b, boo
     float s = 0.0f;
     for (unsigned k = 0; k < 16; ++k) s += a_at(row, k) * b_at(k, col);
     d[r] += s;
+  }
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: copies src_bytes (< 16: the rest of the 16 is
+// zero-filled; 0 reads nothing from src) into shared dst, both 16-byte aligned. The copy is asynchronous:
+// it is complete only once a later cp.async.wait_group of the same thread covers its group. To catch a
+// kernel that reads (or lets another warp read) a stage before waiting, or refills a stage another warp
+// may still be reading, dst is poisoned with NaN bits (0x7fff in every 16-bit lane, NaN in bf16 and f16)
+// at issue and the data lands only at the covering wait: both are timings the hardware may produce.
+inline void emu_cp_async_16(void* dst, const void* src, unsigned src_bytes) {
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || (src_bytes && reinterpret_cast<uintptr_t>(src) % 16))
+    emu::fail("cp.async with an address that is not 16-byte aligned");
+  if (src_bytes > 16) emu::fail("cp.async src-size above cp-size 16");
+  auto* d = static_cast<unsigned char*>(dst);
+  for (int i = 0; i < 16; i += 2) {
+    d[i] = 0xff;
+    d[i + 1] = 0x7f;
+  }
+  emu::cp_open[threadIdx.x].push_back({d, static_cast<const unsigned char*>(src), src_bytes});
+}
+
+// cp.async.commit_group: the thread's uncommitted copies become one group (possibly empty).
+inline void emu_cp_async_commit() {
+  unsigned t = threadIdx.x;
+  emu::cp_groups[t].push_back(std::move(emu::cp_open[t]));
+  emu::cp_open[t].clear();
+}
+
+// cp.async.wait_group n: waits until at most n of the thread's committed groups are pending (the most
+// recent ones); uncommitted copies are not waited for.
+inline void emu_cp_async_wait(unsigned n) {
+  auto& groups = emu::cp_groups[threadIdx.x];
+  while (groups.size() > n) {
+    for (const auto& c : groups.front()) {
+      std::memcpy(c.dst, c.src, c.bytes);
+      std::memset(c.dst + c.bytes, 0, 16 - c.bytes);
+    }
+    groups.erase(groups.begin());
+  }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 for the calling lane (PTX ISA): lane 8q + i supplies
+// the address of row i (8 contiguous 16-bit elements, 16-byte aligned) of matrix q = 0..3; register q of
+// lane l receives elements (row l/4, cols 2(l%4) and 2(l%4)+1) of matrix q, the lower column in the low
+// half; with .trans it receives (rows 2(l%4) and 2(l%4)+1, col l/4), the same fragment of the transposed
+// matrix. Every lane of the warp must call it.
+inline void emu_ldmatrix_x4(unsigned* r, const void* row_address, bool trans) {
+  unsigned t = threadIdx.x, base = t / 32 * 32, lane = t % 32, h = emu::next_half();
+  if (reinterpret_cast<uintptr_t>(row_address) % 16) emu::fail("ldmatrix row address not 16-byte aligned");
+  emu::ldmatrix_rows[h][t] = static_cast<const unsigned char*>(row_address);
+  emu::yield(emu::State::at_warp_barrier);
+  auto elem = [&](unsigned q, unsigned row, unsigned col) {
+    unsigned short v;
+    std::memcpy(&v, emu::ldmatrix_rows[h][base + 8 * q + row] + 2 * col, 2);
+    return (unsigned)v;
+  };
+  for (unsigned q = 0; q < 4; ++q) {
+    unsigned lo, hi;
+    if (trans) {
+      lo = elem(q, 2 * (lane % 4), lane / 4);
+      hi = elem(q, 2 * (lane % 4) + 1, lane / 4);
+    } else {
+      lo = elem(q, lane / 4, 2 * (lane % 4));
+      hi = elem(q, lane / 4, 2 * (lane % 4) + 1);
+    }
+    r[q] = lo | hi << 16;
   }
 }
 

@@ -1,4 +1,4 @@
-// The block-cooperative kernels (SIMT GEMM, tensor-core GEMM with mma.sync emulated, row softmax / log-softmax and their backward, cross-entropy,
+// The block-cooperative kernels (SIMT GEMM, tensor-core GEMMs with mma.sync / cp.async / ldmatrix emulated, row softmax / log-softmax and their backward, cross-entropy,
 // layer / RMS norm, last-dim reduction, attention masked softmax) executed on the CPU with real threads
 // (cuda_threads.h) against naive references. Run by kernels/check.sh; exits non-zero on any mismatch.
 #include "cuda_threads.h"
@@ -89,6 +89,57 @@ static void gemm_tensor_cores() {
         }
       close(ta ? (tb ? "gemm_bf16 AtBt" : "gemm_bf16 AtB") : (tb ? "gemm_bf16 ABt" : "gemm_bf16 AB"), c, want, 1e-5);
     }
+}
+
+// gemm_bf16_fast / gemm_f16_fast (cp.async + ldmatrix emulated): every layout (A k- or m-contiguous, B k-
+// or n-contiguous), padded leading dims, an operand offset of 8 elements, batches, alpha / beta, a C row
+// stride wider than n, partial m / n tiles and k not a multiple of 32 (40: a partial second step; 72: the
+// stages wrap, with every warp's output stored). Padding elements hold values too, so reading one would show. main() runs it under both
+// fiber schedules (warps in lockstep, and each warp running ahead to its next barrier).
+static void gemm_tensor_cores_fast() {
+  struct Case {
+    u32 m, n, k, batch, pad;
+    float alpha, beta;
+  };
+  const Case cases[] = {{136, 200, 72, 2, 0, 0.5f, 2.0f}, {24, 16, 40, 1, 8, 1.0f, 0.0f}, {8, 8, 8, 1, 16, -1.5f, 0.25f}};
+  for (bool bf16 : {true, false})
+    for (const Case& cs : cases)
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+          const u32 m = cs.m, n = cs.n, k = cs.k, batch = cs.batch, off = 8;
+          // Leading dims: the stride of the non-contiguous dim, a multiple of 8.
+          i64 lda = (ta ? m : k) + cs.pad, ldb = (tb ? k : n) + cs.pad, c_m = n + 3;
+          i64 a_m = ta ? 1 : lda, a_k = ta ? lda : 1, b_k = tb ? 1 : ldb, b_n = tb ? ldb : 1;
+          i64 a_batch = lda * (ta ? k : m), b_batch = ldb * (tb ? n : k), c_batch = c_m * m;
+          auto af = values(off + a_batch * batch, 21 + ta, -1, 1), bf = values(off + b_batch * batch, 23 + tb, -1, 1);
+          std::vector<unsigned short> a(af.size()), b(bf.size());
+          for (size_t i = 0; i < af.size(); ++i) a[i] = bf16 ? to_bf16(af[i]) : f32_to_f16(af[i]);
+          for (size_t i = 0; i < bf.size(); ++i) b[i] = bf16 ? to_bf16(bf[i]) : f32_to_f16(bf[i]);
+          auto c = values(c_batch * batch, 25, -1, 1);
+          std::vector<float> c0 = c;
+          const unsigned short *pa = a.data() + off, *pb = b.data() + off;
+          emu_launch((n + 127) / 128, (m + 127) / 128, batch, 256, [&] {
+            if (bf16)
+              gemm_bf16_fast(pa, pb, c.data(), m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, cs.alpha, cs.beta);
+            else
+              gemm_f16_fast(pa, pb, c.data(), m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, cs.alpha, cs.beta);
+          });
+          std::vector<double> want(c0.begin(), c0.end());  // the padding columns of C stay as they were
+          for (u32 z = 0; z < batch; ++z)
+            for (u32 i = 0; i < m; ++i)
+              for (u32 j = 0; j < n; ++j) {
+                double s = 0;
+                for (u32 p = 0; p < k; ++p)
+                  s += (double)emu_half_to_float(pa[z * a_batch + i * a_m + p * a_k], bf16) *
+                       emu_half_to_float(pb[z * b_batch + p * b_k + j * b_n], bf16);
+                i64 at = z * c_batch + i * c_m + j;
+                want[at] = cs.alpha * s + (cs.beta == 0.0f ? 0.0 : (double)cs.beta * c0[at]);
+              }
+          char what[96];
+          std::snprintf(what, sizeof what, "gemm_%s_fast %ux%ux%u batch %u %s%s", bf16 ? "bf16" : "f16", m, n, k, batch,
+                        ta ? "At" : "A", tb ? "Bt" : "B");
+          close(what, c, want, 1e-5);
+        }
 }
 
 static void rows() {
@@ -215,6 +266,11 @@ static void attention() {
 int main() {
   gemm();
   gemm_tensor_cores();
+  gemm_tensor_cores_fast();
+  emu::sched.warp_run_ahead = true;  // again, with each warp running ahead to its next __syncthreads
+  gemm_tensor_cores_fast();
+  gemm_tensor_cores();
+  emu::sched.warp_run_ahead = false;
   rows();
   norms();
   attention();
@@ -222,6 +278,6 @@ int main() {
     std::printf("kernels block emulation: %d mismatches\n", failures);
     return 1;
   }
-  std::printf("kernels block emulation: ok (gemm_f32, gemm_bf16 with emulated mma.sync, softmax, cross-entropy, reduce_last, norms, attention)\n");
+  std::printf("kernels block emulation: ok (gemm_f32, gemm_bf16 with emulated mma.sync, gemm_bf16/f16_fast with emulated cp.async and ldmatrix, softmax, cross-entropy, reduce_last, norms, attention)\n");
   return 0;
 }

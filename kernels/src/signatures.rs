@@ -54,6 +54,9 @@ macro_rules! kernel {
 kernel!(GEMM_F32, GemmF32, "gemm_f32", GEMM);
 kernel!(GEMM_BF16, GemmMma, "gemm_bf16", GEMM);
 kernel!(GEMM_F16, GemmMma, "gemm_f16", GEMM);
+// Same arguments; only for 16-byte aligned operands with 16-byte runs (cuda::ops::half_gemm_fast_ok).
+kernel!(GEMM_BF16_FAST, GemmMma, "gemm_bf16_fast", GEMM);
+kernel!(GEMM_F16_FAST, GemmMma, "gemm_f16_fast", GEMM);
 // x, y, layout, n, op, scalar
 kernel!(UNARY_F32, Elementwise, "unary_f32", &[Ptr, Ptr, LAYOUT, U64, U32, F32]);
 // a, b, out, layout, n, op
@@ -107,6 +110,8 @@ pub const ALL: &[&Kernel] = &[
     &GEMM_F32,
     &GEMM_BF16,
     &GEMM_F16,
+    &GEMM_BF16_FAST,
+    &GEMM_F16_FAST,
     &UNARY_F32,
     &BINARY_F32,
     &ACCUMULATE_F32,
