@@ -353,6 +353,13 @@ fn config_errors_are_clear() {
     assert!(e.contains("latest") && e.contains("checkpoint"), "{e}");
     let e = error_of(dir.path(), with(json!({"max_seq_length": 1000})));
     assert!(e.contains("max_seq_length") && e.contains("64"), "{e}");
+    let e = error_of(dir.path(), with(json!({"device": "gpu"})));
+    assert!(e.contains("`gpu`") && e.contains("cpu, cuda or cuda:N"), "{e}");
+    let e = error_of(dir.path(), with(json!({"device": "cuda:0", "quantization_config": {"load_in_4bit": true}})));
+    #[cfg(feature = "cuda")]
+    assert!(e.contains("4-bit") && e.contains("host only"), "{e}");
+    #[cfg(not(feature = "cuda"))]
+    assert!(e.contains("cuda:0") && e.contains("--features cuda"), "{e}");
 }
 
 #[test]
