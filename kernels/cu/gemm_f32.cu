@@ -1,15 +1,22 @@
 // f32 GEMM on the SIMT cores (no TF32): 128x128 output tile per 256-thread block, k step 8, each thread
-// an 8x8 sub-tile spread with stride 16 over the tile so that shared-memory reads are conflict-free and
-// global stores coalesce. Out-of-range rows/cols/k are loaded as zero and never stored, so any shape works.
+// an 8x8 sub-tile made of two 4-row and two 4-column runs (rows 4ty..4ty+3 and 64+4ty.., columns alike),
+// so each k step reads its 16 operands from shared memory as four 16-byte loads (a warp reads at most
+// 16 distinct, contiguous float4: no bank conflicts beyond the two phases any 128-bit access takes).
+// Out-of-range rows/cols/k are loaded as zero and never stored, so any shape works.
 #include "gemm_args.cuh"
 
 #define BM 128
 #define BN 128
 #define BK 8
 
+// Four floats read as one 16-byte shared-memory load (ld.shared.v4.f32).
+struct __align__(16) Quad {
+  float v[4];
+};
+
 extern "C" __global__ void __launch_bounds__(256) gemm_f32(GEMM_PARAMS(float)) {
-  __shared__ float as[2][BK][BM];
-  __shared__ float bs[2][BK][BN];
+  __shared__ __align__(16) float as[2][BK][BM];
+  __shared__ __align__(16) float bs[2][BK][BN];
   a += blockIdx.z * a_batch;
   b += blockIdx.z * b_batch;
   c += blockIdx.z * c_batch;
@@ -59,11 +66,16 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(GEMM_PARAMS(float)) {
     if (more) load(k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
+      const Quad a0 = *(const Quad*)&as[buf][kk][4 * ty], a1 = *(const Quad*)&as[buf][kk][64 + 4 * ty];
+      const Quad b0 = *(const Quad*)&bs[buf][kk][4 * tx], b1 = *(const Quad*)&bs[buf][kk][64 + 4 * tx];
       float av[8], bv[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) av[i] = as[buf][kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) bv[j] = bs[buf][kk][tx + 16 * j];
+      for (int q = 0; q < 4; ++q) {
+        av[q] = a0.v[q];
+        av[4 + q] = a1.v[q];
+        bv[q] = b0.v[q];
+        bv[4 + q] = b1.v[q];
+      }
 #pragma unroll
       for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -77,5 +89,6 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(GEMM_PARAMS(float)) {
   for (int i = 0; i < 8; ++i)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
-      gemm_store(c, m, n, c_m, row0 + ty + 16 * i, col0 + tx + 16 * j, acc[i][j], alpha, beta);
+      gemm_store(c, m, n, c_m, row0 + (i < 4 ? 4 * ty + i : 64 + 4 * ty + i - 4),
+                 col0 + (j < 4 ? 4 * tx + j : 64 + 4 * tx + j - 4), acc[i][j], alpha, beta);
 }
