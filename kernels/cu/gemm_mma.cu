@@ -9,7 +9,7 @@
 // kernels/src/mma_layout.rs replays this index math in Rust, and kernels/emu/ runs this file on the CPU
 // with mma.sync emulated from the ISA's layout tables.
 // Out-of-range elements are loaded as zero and never stored, so any shape works.
-// gemm_bf16_fast / gemm_f16_fast (below) are the same product with cp.async double buffering and ldmatrix,
+// gemm_bf16_fast / gemm_f16_fast (below) are the same product with a 3-stage cp.async pipeline and ldmatrix,
 // for operands the launcher has checked are 16-byte aligned with 16-byte contiguous runs.
 #include "gemm_args.cuh"
 
@@ -120,7 +120,7 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f16(GEMM_PARAMS(u16)) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Fast path: cp.async double buffering + ldmatrix. Same tiles (128x128x32, 8 warps of 64x32), same
+// Fast path: 3-stage cp.async pipeline + ldmatrix. Same tiles (128x128x32, 8 warps of 64x32), same
 // fragments and epilogue as gemm_mma above; only the staging differs. Preconditions (checked by the
 // launcher, cuda/src/ops.rs `half_gemm_fast_ok`): a and b 16-byte aligned (offset included), every batch
 // stride a multiple of 8 elements, and per operand either
@@ -128,10 +128,13 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f16(GEMM_PARAMS(u16)) {
 //   m- (n-) contiguous: the other stride == 1, stride along k % 8 == 0, m (n) % 8 == 0,
 // so every 8-element run along the contiguous dim is one aligned 16-byte chunk, wholly in or out of range.
 // An operand is taken as k-contiguous exactly when its k stride is 1 (the launcher decides the same way).
-// Shared tiles keep the contiguous dim contiguous (cp.async cannot transpose): [row][k] for a
-// k-contiguous operand, [k][row] otherwise, each row padded by 8 halves (rows 80 or 272 bytes apart: the 8
-// row addresses of one ldmatrix phase hit 8 different 16-byte bank groups). Fragments come from
-// ldmatrix.x4 (non-transposed for [row][k], .trans for [k][row]).
+// Three stages of 16 KiB (A and B tiles of 128x32 halves, unpadded), 48 KiB of static shared memory, one
+// __syncthreads per k step. Shared tiles keep the contiguous dim contiguous (cp.async cannot transpose):
+// [row][k] (64-byte rows of four 16-byte chunks) for a k-contiguous operand, [k][row] (256-byte rows of 16
+// chunks) otherwise. The chunks of a row are permuted (XOR swizzle: chunk c of row r is stored at chunk
+// c ^ ((r / 2) % 4) of a [row][k] tile, c ^ (r % 8) of a [k][row] tile) so that the 8 row addresses of one
+// ldmatrix phase, same logical chunk of 8 consecutive rows, fall in 8 different 16-byte bank groups.
+// Fragments come from ldmatrix.x4 (non-transposed for [row][k], .trans for [k][row]).
 //
 // PTX ISA semantics used (and emulated in kernels/emu/cuda_threads.h):
 //   cp.async.cg.shared.global [dst], [src], 16, src_size: copies src_size bytes (here 16 or 0) from global
@@ -146,11 +149,16 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f16(GEMM_PARAMS(u16)) {
 // Against the m16n8k16 fragments: A register r is the 8x8 block (rows 8(r%2).., k 8(r/2)..) read as
 // [row][k] (non-trans) or [k][row] (.trans); B register r is (k 8r.., cols 0..7) read as [col][k]
 // (non-trans) or [k][col] (.trans).
-#define LDK (BK + 8)    // halves per row of a [row][k] tile
-#define LDR (BM + 8)    // halves per row of a [k][row] tile
-#define STAGE (BM * LDK)  // halves per operand per stage: the larger of BM * LDK and BK * LDR
-static_assert(BM * LDK >= BK * LDR, "stage size");
-static_assert(BM == BN, "one stage size for A and B");
+#define STAGES 3
+#define TILE (BM * BK)  // halves per operand per stage
+static_assert(BM == BN && BK == 32, "the swizzles assume 128x32 tiles of both operands");
+static_assert(STAGES * 2 * TILE * 2 <= 48 * 1024, "static shared memory");
+
+// Byte offset of 16-byte chunk `c` (8 halves along the contiguous dim) of row `r` in a swizzled tile.
+template <bool K_FAST>
+__device__ __forceinline__ u32 chunk_offset(u32 r, u32 c) {
+  return K_FAST ? r * 64 + 16 * (c ^ ((r >> 1) & 3)) : r * 256 + 16 * (c ^ (r & 7));
+}
 
 // 32-bit shared-window address of a shared pointer (what cp.async and ldmatrix take).
 __device__ __forceinline__ u32 shared_u32(const void* p) {
@@ -186,11 +194,12 @@ __device__ __forceinline__ void cp_async_commit() {
 #endif
 }
 
-__device__ __forceinline__ void cp_async_wait_all() {
+// Waits for all but the newest of this thread's committed groups.
+__device__ __forceinline__ void cp_async_wait_one() {
 #ifdef KERNELS_CPU_EMULATION
-  emu_cp_async_wait(0);
+  emu_cp_async_wait(1);
 #else
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
 #endif
 }
 
@@ -226,7 +235,7 @@ __device__ __forceinline__ void load_tile(u16* tile, u32 tile_s, const u16* g, u
     u32 gr = row0 + r, gk = k0 + kk;
     bool ok = gr < rows && gk < k;
     const u16* src = ok ? g + (i64)gr * row_stride + (i64)gk * k_stride : g;
-    u32 off = 2 * (K_FAST ? r * LDK + kk : kk * LDR + r);
+    u32 off = K_FAST ? chunk_offset<true>(r, kk / 8) : chunk_offset<false>(kk, r / 8);
     cp_async16(tile, tile_s, off, src, ok);
   }
 }
@@ -249,48 +258,54 @@ __device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
-  // This lane's ldmatrix row address within a stage (bytes), for A's m16 tile 0 and B's n16 pair 0 at
-  // ks = 0. A: matrix q = (rows 8(q%2).., k 8(q/2)..). B: matrix q = (cols 8(q/2).., k 8(q%2)..), so
-  // registers 0..3 are fb[2p][0], fb[2p][1], fb[2p+1][0], fb[2p+1][1].
-  const u32 a_lane = 2 * (A_K ? (wrow + i8 + 8 * (q & 1)) * LDK + 8 * (q >> 1)
-                              : (8 * (q >> 1) + i8) * LDR + wrow + 8 * (q & 1));
-  const u32 b_lane = 2 * (B_K ? (wcol + 8 * (q >> 1) + i8) * LDK + 8 * (q & 1)
-                              : (8 * (q & 1) + i8) * LDR + wcol + 8 * (q >> 1));
-  // Byte steps: next m16 tile / n16 pair, next k16 half.
-  const u32 a_i = 2 * (A_K ? 16 * LDK : 16), a_ks = 2 * (A_K ? 16 : 16 * LDR);
-  const u32 b_p = 2 * (B_K ? 16 * LDK : 16), b_ks = 2 * (B_K ? 16 : 16 * LDR);
+  // The row this lane addresses for ldmatrix, within a stage (bytes), for A's m16 tile i and B's n16 pair
+  // p at k half h. A: matrix q = (rows 8(q%2).., k 8(q/2)..). B: matrix q = (cols 8(q/2).., k 8(q%2)..),
+  // so its registers 0..3 are fb[2p][0], fb[2p][1], fb[2p+1][0], fb[2p+1][1].
+  auto a_row = [&](u32 i, u32 h) {
+    u32 row = wrow + 16 * i + 8 * (q & 1) + i8, kk = 16 * h + 8 * (q >> 1);
+    return A_K ? chunk_offset<true>(row, kk / 8) : chunk_offset<false>(kk + i8, (row - i8) / 8);
+  };
+  auto b_row = [&](u32 p, u32 h) {
+    u32 col = wcol + 16 * p + 8 * (q >> 1) + i8, kk = 16 * h + 8 * (q & 1);
+    return B_K ? chunk_offset<true>(col, kk / 8) : chunk_offset<false>(kk + i8, (col - i8) / 8);
+  };
 
   auto load_stage = [&](u32 s, u32 k0) {
-    u16* as = smem + (2 * s) * STAGE;
-    u16* bs = smem + (2 * s + 1) * STAGE;
-    const u32 as_s = smem_s + 2 * (2 * s) * STAGE, bs_s = smem_s + 2 * (2 * s + 1) * STAGE;
+    u16* as = smem + (2 * s) * TILE;
+    u16* bs = smem + (2 * s + 1) * TILE;
+    const u32 as_s = smem_s + 2 * (2 * s) * TILE, bs_s = smem_s + 2 * (2 * s + 1) * TILE;
     load_tile<A_K>(as, as_s, a, row0, m, k0, k, a_m, a_k, tid);
     load_tile<B_K>(bs, bs_s, b, col0, n, k0, k, b_n, b_k, tid);
   };
 
+  // One commit group per tile (empty past the last), so "all but the newest group" is always tile kt.
   const u32 nk = (k + BK - 1) / BK;
-  if (nk > 0) load_stage(0, 0);
-  cp_async_commit();
-  for (u32 kt = 0; kt < nk; ++kt) {
-    // Tile kt has landed for this thread; after the barrier for every thread, and every warp has
-    // finished reading stage (kt + 1) % 2 (tile kt - 1), so it can be refilled while tile kt is used.
-    cp_async_wait_all();
-    __syncthreads();
-    if (kt + 1 < nk) load_stage((kt + 1) & 1, (kt + 1) * BK);
+#pragma unroll
+  for (u32 s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load_stage(s, s * BK);
     cp_async_commit();
-    const u32 s = kt & 1;
-    const u16* as = smem + (2 * s) * STAGE;
-    const u16* bs = smem + (2 * s + 1) * STAGE;
-    const u32 as_s = smem_s + 2 * (2 * s) * STAGE, bs_s = smem_s + 2 * (2 * s + 1) * STAGE;
+  }
+  u32 s = 0, s_next = STAGES - 1;  // stages of tile kt and of tile kt + STAGES - 1
+  for (u32 kt = 0; kt < nk; ++kt) {
+    // Tile kt has landed for this thread (tile kt + 1 may still be in flight); after the barrier for
+    // every thread, and every warp has finished reading stage s_next (tile kt - 1), so it can be refilled
+    // while tile kt is used.
+    cp_async_wait_one();
+    __syncthreads();
+    if (kt + STAGES - 1 < nk) load_stage(s_next, (kt + STAGES - 1) * BK);
+    cp_async_commit();
+    const u16* as = smem + (2 * s) * TILE;
+    const u16* bs = smem + (2 * s + 1) * TILE;
+    const u32 as_s = smem_s + 2 * (2 * s) * TILE, bs_s = smem_s + 2 * (2 * s + 1) * TILE;
 #pragma unroll
     for (int h = 0; h < BK / 16; ++h) {
       u32 fa[4][4], fb[4][2];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ldmatrix_x4<!A_K>(fa[i], as, as_s, a_lane + i * a_i + h * a_ks);
+      for (int i = 0; i < 4; ++i) ldmatrix_x4<!A_K>(fa[i], as, as_s, a_row(i, h));
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
         u32 r[4];
-        ldmatrix_x4<!B_K>(r, bs, bs_s, b_lane + p * b_p + h * b_ks);
+        ldmatrix_x4<!B_K>(r, bs, bs_s, b_row(p, h));
         fb[2 * p][0] = r[0];
         fb[2 * p][1] = r[1];
         fb[2 * p + 1][0] = r[2];
@@ -301,6 +316,8 @@ __device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_16816<BF16>(acc[i][j], fa[i], fb[j]);
     }
+    s = s == STAGES - 1 ? 0 : s + 1;
+    s_next = s_next == STAGES - 1 ? 0 : s_next + 1;
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -317,8 +334,8 @@ __device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
 // The layout is uniform per launch; one entry per element type keeps the launcher table small.
 template <bool BF16>
 __device__ __forceinline__ void gemm_fast_dispatch(GEMM_PARAMS(u16)) {
-  // Declared here, not per layout, so that the four layouts share one 40 KiB array: [stage][A, B].
-  __shared__ __align__(16) u16 smem[2 * 2 * STAGE];
+  // Declared here, not per layout, so that the four layouts share one 48 KiB array: [stage][A, B].
+  __shared__ __align__(128) u16 smem[STAGES * 2 * TILE];
   if (a_k == 1) {
     if (b_k == 1)
       gemm_mma_fast<BF16, true, true>(smem, a, b, c, m, n, k, a_m, a_k, b_k, b_n, c_m, a_batch, b_batch, c_batch, alpha, beta);

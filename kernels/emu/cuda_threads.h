@@ -297,6 +297,9 @@ inline float exchange[2][max_threads];
 inline unsigned mma_a[2][max_threads][4], mma_b[2][max_threads][2];
 inline unsigned next_half() { return sched.parity[threadIdx.x]++ & 1; }
 inline const unsigned char* ldmatrix_rows[2][max_threads];
+// ldmatrix phases (one 8x8 matrix each) whose 8 row addresses share a 16-byte bank group, i.e. that the
+// hardware would split into several shared-memory wavefronts: a speed defect, counted for the tests.
+inline unsigned long ldmatrix_bank_conflicts = 0;
 
 }  // namespace emu
 
@@ -385,6 +388,12 @@ inline void emu_ldmatrix_x4(unsigned* r, const void* row_address, bool trans) {
   if (reinterpret_cast<uintptr_t>(row_address) % 16) emu::fail("ldmatrix row address not 16-byte aligned");
   emu::ldmatrix_rows[h][t] = static_cast<const unsigned char*>(row_address);
   emu::yield(emu::State::at_warp_barrier);
+  if (lane == 0)
+    for (unsigned q = 0; q < 4; ++q) {
+      unsigned groups = 0;
+      for (unsigned i = 0; i < 8; ++i) groups |= 1u << (reinterpret_cast<uintptr_t>(emu::ldmatrix_rows[h][base + 8 * q + i]) / 16 % 8);
+      emu::ldmatrix_bank_conflicts += groups != 0xffu;
+    }
   auto elem = [&](unsigned q, unsigned row, unsigned col) {
     unsigned short v;
     std::memcpy(&v, emu::ldmatrix_rows[h][base + 8 * q + row] + 2 * col, 2);
