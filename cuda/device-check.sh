@@ -33,8 +33,10 @@ timeout 240 "$bin/gemm-bench" $shapes | tee "$out/gemm-ours.jsonl" || status=1
 # shellcheck disable=SC2086
 timeout 120 python3 cuda/gemm_compare.py torch $shapes | tee "$out/gemm-torch.jsonl" || status=1
 python3 cuda/gemm_compare.py report "$out/gemm-ours.jsonl" "$out/gemm-torch.jsonl" "$out/cuda-gemm.md" || status=1
-echo "== LoRA training step on the GPU and on the host (bench train-step)"
+echo "== LoRA training step on the GPU: ours (bench train-step) and PyTorch + transformers + PEFT, f32, TF32 off"
 timeout 150 "$bin/bench" train-step --device cuda:0 --steps 5 | tee "$out/train-step-gpu.jsonl" || status=1
-timeout 150 "$bin/bench" train-step --model llama --device cpu --steps 2 | tee "$out/train-step-cpu.jsonl" || status=1
+# Our BERT has no dropout inside the base model: PyTorch's is turned off for the same computation.
+timeout 150 python3 bench/baseline/pytorch_train_step.py --device cuda --bert-dropout 0 --warmup 3 --steps 5 \
+  | tee "$out/train-step-gpu-pytorch.jsonl" || status=1
 echo "device-check: exit $status"
 exit $status

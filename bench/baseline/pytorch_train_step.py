@@ -17,7 +17,9 @@ Fixed configurations (random weights from seed 0, random tokens, float32, 2 thre
          vocab 32000; LlamaConfig's defaults otherwise: untied head, RMS eps 1e-6, rope 10000);
          batch 4 x 256 tokens, causal LM loss with labels = input_ids; LoRA r=16, alpha=32,
          dropout 0 on q,k,v,o,gate,up,down projections.
-Both: AdamW (lr 1e-4, torch's defaults otherwise), model in train mode. A step is forward + loss +
+Both: AdamW (lr 1e-4, torch's defaults otherwise), model in train mode. `--device cuda` runs on the
+GPU in float32 with TF32 off (what our f32 kernels compute; cuda/device-check.sh uses it), timing each
+step to a torch.cuda.synchronize() and adding the peak GPU memory PyTorch allocated. A step is forward + loss +
 backward + optimizer.step() + optimizer.zero_grad(); --warmup steps are run untimed, then --steps
 steps are timed one by one. One JSON line per model:
   {"bench":"train-step","impl":"pytorch","model":..,"tokens_per_s":..,"step_s":..,"peak_rss_mib":..,...}
@@ -98,7 +100,7 @@ def build(model_name, bert_dropout):
     return model, inputs, batch, seq
 
 
-def run_one(model_name, warmup, steps, bert_dropout):
+def run_one(model_name, warmup, steps, bert_dropout, device="cpu"):
     import peft
     import torch
     import transformers
@@ -107,6 +109,11 @@ def run_one(model_name, warmup, steps, bert_dropout):
     import_rss_mib = current_rss_mib()
     load_before = os.getloadavg()[0]
     model, inputs, batch, seq = build(model_name, bert_dropout)
+    if device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        model = model.to(device)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR)
 
@@ -115,6 +122,8 @@ def run_one(model_name, warmup, steps, bert_dropout):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        if device != "cpu":
+            torch.cuda.synchronize()
         return loss.item()
 
     for _ in range(warmup):
@@ -157,7 +166,11 @@ def run_one(model_name, warmup, steps, bert_dropout):
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
+        "device": device,
     }
+    if device != "cpu":
+        record["gpu_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        record["gpu"] = torch.cuda.get_device_name()
     if model_name == "bert":
         record["dropout"] = base.config.hidden_dropout_prob
     print(json.dumps(record), flush=True)
@@ -171,17 +184,18 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     ap.add_argument("--bert-dropout", type=float, default=None,
                     help="BERT hidden and attention dropout (default: BertConfig's 0.1, as MiniLM)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the step runs")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0:
         sys.exit("--steps must be >= 1 and --warmup >= 0")
 
     if args.model:
-        run_one(args.model, args.warmup, args.steps, args.bert_dropout)
+        run_one(args.model, args.warmup, args.steps, args.bert_dropout, args.device)
         return
     status = 0
     for name in ("bert", "llama"):
         cmd = [sys.executable, os.path.abspath(__file__), "--model", name,
-               "--warmup", str(args.warmup), "--steps", str(args.steps)]
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--device", args.device]
         if args.bert_dropout is not None:
             cmd += ["--bert-dropout", str(args.bert_dropout)]
         status |= subprocess.run(cmd).returncode
