@@ -22,6 +22,10 @@ pub trait AdapterModel: engine::models::Model {
     fn peft_type(&self) -> &'static str;
     /// Trainable tensors with the names PEFT/adapters give them (what the grad fixtures call `param.<name>`).
     fn trainable_parameters(&self) -> Vec<(String, Tensor)>;
+    /// Every tensor the adapter holds outside the base model's parameters (all named adapters, encoders,
+    /// the heads' copies and the originals they replaced), trainable or not: what has to move with the
+    /// model to another device.
+    fn adapter_tensors(&self) -> Vec<Tensor>;
     /// (trainable, total) exactly as PEFT's / adapters' own count reports them.
     fn parameter_counts(&self) -> (usize, usize);
     /// PEFT's "trainable params: … || all params: … || trainable%: …" line (default impl from the counts).
@@ -94,15 +98,15 @@ macro_rules! forward_model_to_base {
 }
 pub(crate) use forward_model_to_base;
 
-/// PEFT's `print_trainable_parameters` line.
-/// Moves the base model's parameters and the adapter's trainable tensors to `device`, in place.
+/// Moves the base model's parameters and every adapter tensor to `device`, in place.
 pub fn move_to_device(model: &mut dyn AdapterModel, device: engine::Device) -> Result<()> {
-    for (_, t) in model.trainable_parameters() {
+    for t in model.adapter_tensors() {
         t.move_storage(device)?;
     }
     engine::models::move_to_device(model, device)
 }
 
+/// PEFT's `print_trainable_parameters` line.
 pub fn trainable_line(trainable: usize, all: usize) -> String {
     format!(
         "trainable params: {} || all params: {} || trainable%: {:.4}",
@@ -131,6 +135,9 @@ impl AdapterModel for PeftModel {
     }
     fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
         PeftModel::trainable_parameters(self)
+    }
+    fn adapter_tensors(&self) -> Vec<Tensor> {
+        PeftModel::adapter_tensors(self)
     }
     fn parameter_counts(&self) -> (usize, usize) {
         PeftModel::parameter_counts(self)

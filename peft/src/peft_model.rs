@@ -328,6 +328,18 @@ impl PeftModel {
 
     /// The trainable tensors of the active adapter with their PEFT paths (adapter name included,
     /// e.g. `base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight`).
+    /// Every adapter's LoRA matrices, head copies and the heads they replaced (see
+    /// `AdapterModel::adapter_tensors`).
+    pub fn adapter_tensors(&self) -> Vec<Tensor> {
+        let linear = |l: &Linear| std::iter::once(l.weight.clone()).chain(l.bias.clone());
+        let mut out: Vec<Tensor> = self.layers.values().flat_map(|l| l.named_parameters()).map(|(_, t)| t).collect();
+        for adapter in self.adapters.values() {
+            out.extend(adapter.saved_modules.values().flat_map(linear));
+        }
+        out.extend(self.original_modules.values().flat_map(linear));
+        out
+    }
+
     pub fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
         let Some(name) = &self.active else { return Vec::new() };
         let Some(adapter) = self.adapters.get(name) else { return Vec::new() };

@@ -23,6 +23,11 @@ impl AdapterModel for BottleneckModel {
     }
     /// The adapter's tensors under `adapters`' keys, then any trained base parameter (head, norms)
     /// under the model's names.
+    /// The adapters' weights (the heads and norms they train are base parameters).
+    fn adapter_tensors(&self) -> Vec<Tensor> {
+        BottleneckModel::adapter_tensors(self, false).into_iter().map(|(_, t)| t).collect()
+    }
+
     fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> =
             self.adapter_tensors(false).into_iter().filter(|(_, t)| t.is_variable()).collect();

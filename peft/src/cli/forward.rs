@@ -23,6 +23,9 @@ pub struct ForwardArgs {
     /// or AdapterHub's.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
+    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 /// An integer tensor of `[batch, seq]` from the input file, if present.
@@ -58,15 +61,21 @@ pub fn run(args: &ForwardArgs) -> CliResult<()> {
     let attention_mask = ids_tensor(&file, "attention_mask", false)?;
     let token_type_ids = ids_tensor(&file, "token_type_ids", false)?;
     let _no_grad = engine::no_grad();
+    let device = args.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)?;
     let model: Box<dyn Model> = match &args.adapter {
         Some(dir) => {
-            let (m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
+            let (mut m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }
+            peft::method::move_to_device(m.as_mut(), device)?;
             m
         }
-        None => models::load(&args.model)?,
+        None => {
+            let mut m = models::load(&args.model)?;
+            models::move_to_device(m.as_mut(), device)?;
+            m
+        }
     };
     let input = ForwardInput {
         input_ids: Some(&input_ids),

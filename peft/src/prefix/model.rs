@@ -223,6 +223,14 @@ impl AdapterModel for PrefixModel {
     fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
         PrefixModel::trainable_parameters(self)
     }
+    fn adapter_tensors(&self) -> Vec<Tensor> {
+        let mut out: Vec<Tensor> = self.encoder.named_tensors().into_iter().map(|(_, t)| t).collect();
+        for head in self.heads.values() {
+            out.push(head.weight.clone());
+            out.extend(head.bias.clone());
+        }
+        out
+    }
     fn parameter_counts(&self) -> (usize, usize) {
         PrefixModel::parameter_counts(self)
     }

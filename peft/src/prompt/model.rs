@@ -460,6 +460,20 @@ impl AdapterModel for PromptModel {
 
     /// `prompt_encoder.default.embedding.weight`, the encoder's parameters, then the heads' copies
     /// (`base_model.classifier.modules_to_save.default.weight`), as PEFT names them.
+    fn adapter_tensors(&self) -> Vec<Tensor> {
+        let mut out = vec![self.table.clone()];
+        if let Some(e) = &self.encoder {
+            out.extend(e.named_parameters().into_iter().map(|(_, t)| t));
+        }
+        for (copy, original) in self.saved_modules.values() {
+            for l in [copy, original] {
+                out.push(l.weight.clone());
+                out.extend(l.bias.clone());
+            }
+        }
+        out
+    }
+
     fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![(format!("{PARAM_PREFIX}embedding.weight"), self.table.clone())];
         if let Some(e) = &self.encoder {
