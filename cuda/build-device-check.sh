@@ -2,7 +2,7 @@
 # Builds, on a machine with a Rust toolchain (no GPU needed), what cuda/device-check.sh runs on a GPU
 # machine that has no toolchain: the GPU test binary and the GEMM bench, linked against the stub driver
 # (their NEEDED entry is libcuda.so.1, which the GPU machine's real driver provides). Output:
-# target/device-check/{gpu-tests,cache-tests,engine-cuda-tests,engine-gpu-ops,gemm-bench,bench}. Then, from a session that has a GPU lent:
+# target/device-check/{gpu-tests,cache-tests,engine-cuda-tests,engine-gpu-ops,peft-gpu-train,gemm-bench,bench}. Then, from a session that has a GPU lent:
 #   run(command="cuda/device-check.sh", carry=["target/device-check"], timeout_s=420)
 # and copy the returned $OUT/cuda-gemm.md and $OUT/device-check.log into bench/results/.
 set -euo pipefail
@@ -34,6 +34,9 @@ cp "$bin" "$out/engine-cuda-tests"
 bin="$(test_binary -p engine --features cuda --test gpu_ops)"
 [[ -n "$bin" ]] || { echo "could not build the engine gpu_ops tests" >&2; exit 1; }
 cp "$bin" "$out/engine-gpu-ops"
+bin="$(test_binary -p peft --features cuda --test gpu_train)"
+[[ -n "$bin" ]] || { echo "could not build the peft gpu_train tests" >&2; exit 1; }
+cp "$bin" "$out/peft-gpu-train"
 cargo build --release -p bench --features cuda
 cp target/release/bench "$out/bench"
 # Without debug info they fit the run tool's carry limit (64 MiB) with room to spare.

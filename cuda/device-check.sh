@@ -25,6 +25,8 @@ REQUIRE_GPU=1 "$bin/cache-tests" || status=1
 REQUIRE_GPU=1 "$bin/engine-cuda-tests" --test-threads=4 || status=1
 # Every engine op and whole tiny models (fixtures from the tree) on the GPU against the host.
 REQUIRE_GPU=1 PEFT_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/engine-gpu-ops" --test-threads=4 || status=1
+# Every PEFT method trained on the GPU against the same run on the host.
+REQUIRE_GPU=1 PEFT_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/peft-gpu-train" --test-threads=2 || status=1
 
 echo "== GEMM bench: ours vs torch.matmul"
 shapes="4096x4096x4096 8192x2048x2048 8192x8192x2048 8192x2048x8192 2048x768x3072"
