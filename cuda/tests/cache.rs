@@ -3,18 +3,10 @@
 //! frees everything. Without a GPU each test prints why and returns; REQUIRE_GPU=1 makes that a failure.
 #![cfg(feature = "driver")]
 
-use cuda::{Arg, Device};
+mod common;
 
-fn device() -> Option<Device> {
-    match Device::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("REQUIRE_GPU").as_deref() == Ok("1") => panic!("REQUIRE_GPU=1 but: {e}"),
-        Err(e) => {
-            eprintln!("skipped, no GPU: {e}");
-            None
-        }
-    }
-}
+use common::device;
+use cuda::Arg;
 
 fn address(a: Arg) -> u64 {
     match a {

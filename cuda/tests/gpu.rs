@@ -5,20 +5,12 @@
 //! printing why, unless REQUIRE_GPU=1, where a missing GPU fails them.
 #![cfg(feature = "driver")]
 
+mod common;
+
+use common::device;
 use cuda::ops::{self, AdamW, CrossEntropy, Norm, Rope, Strided};
 use cuda::{Device, GemmShape};
 use kernels::ops::{Binary, Reduce, Unary};
-
-fn device() -> Option<Device> {
-    match Device::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("REQUIRE_GPU").as_deref() == Ok("1") => panic!("REQUIRE_GPU=1 but: {e}"),
-        Err(e) => {
-            eprintln!("skipped, no GPU: {e}");
-            None
-        }
-    }
-}
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; no dependency needed).
 fn random(n: usize, seed: u64) -> Vec<f32> {

@@ -5,22 +5,14 @@
 //! these return early after printing why, unless REQUIRE_GPU=1.
 #![cfg(feature = "driver")]
 
+mod common;
+
+use common::device;
 use cuda::{Arg, Device};
 use kernels::signatures::{ALL, FILL_F32};
 use kernels::Module;
 
 const EMULATOR: &str = "CPU emulator of kernels/cu";
-
-fn device() -> Option<Device> {
-    match Device::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("REQUIRE_GPU").as_deref() == Ok("1") => panic!("REQUIRE_GPU=1 but: {e}"),
-        Err(e) => {
-            eprintln!("skipped, no GPU: {e}");
-            None
-        }
-    }
-}
 
 fn emulated() -> Option<Device> {
     let dev = device()?;
