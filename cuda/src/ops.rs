@@ -828,6 +828,86 @@ pub fn cast_f32_to_u8(dev: &Device, x: &Buffer<f32>, offset: usize, y: &mut Buff
     dev.launch(&sig::CAST_F32_U8, elementwise_grid(n), BLOCK, &[x.arg_at(offset), y.arg(), Arg::U64(n as u64)])
 }
 
+/// The per-block scales of a bitsandbytes 4-bit matrix on the device (see [`Bnb4`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Bnb4Absmax<'a> {
+    /// One f32 per block.
+    Plain(&'a Buffer<f32>),
+    /// Double quantization: block b's absmax is `nested_code[codes[b]] · nested_absmax[b / nested_blocksize] + offset`.
+    Double {
+        codes: &'a Buffer<u8>,
+        nested_code: &'a Buffer<f32>,
+        nested_absmax: &'a Buffer<f32>,
+        nested_blocksize: usize,
+        offset: f32,
+    },
+}
+
+/// A row-major matrix of `numel` elements in bitsandbytes' 4-bit layout: `packed` holds two codes per
+/// byte (element 2i in the high nibble of byte i), `levels` the 16 values the codes stand for, one
+/// absmax per `blocksize` elements.
+#[derive(Clone, Copy, Debug)]
+pub struct Bnb4<'a> {
+    pub packed: &'a Buffer<u8>,
+    pub levels: &'a Buffer<f32>,
+    pub absmax: Bnb4Absmax<'a>,
+    pub numel: usize,
+    pub blocksize: usize,
+}
+
+/// out[..n] = the flat elements `start..start + n` of `m` in f32 (kernels/cu/dequant.cu).
+pub fn dequant_bnb4(dev: &Device, m: &Bnb4, start: usize, n: usize, out: &mut Buffer<f32>) -> Result<()> {
+    const OP: &str = "dequant_bnb4";
+    if start.checked_add(n).is_none_or(|end| end > m.numel) {
+        return Err(Error::invalid(OP, format!("elements {start}..+{n} outside a matrix of {}", m.numel)));
+    }
+    if m.blocksize == 0 {
+        return Err(Error::invalid(OP, "blocksize must be positive"));
+    }
+    let blocksize = u32_of(OP, "blocksize", m.blocksize)?;
+    let blocks = m.numel.div_ceil(m.blocksize);
+    need(OP, "packed", m.packed, m.numel.div_ceil(2))?;
+    need(OP, "levels", m.levels, 16)?;
+    need(OP, "out", out, n)?;
+    let range = [Arg::U64(start as u64), Arg::U64(n as u64), Arg::U32(blocksize)];
+    match m.absmax {
+        Bnb4Absmax::Plain(absmax) => {
+            need(OP, "absmax", absmax, blocks)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut args = vec![m.packed.arg(), m.levels.arg(), absmax.arg(), out.arg()];
+            args.extend(range);
+            dev.launch(&sig::DEQUANT_BNB4_F32, elementwise_grid(n), BLOCK, &args)
+        }
+        Bnb4Absmax::Double { codes, nested_code, nested_absmax, nested_blocksize, offset } => {
+            if nested_blocksize == 0 {
+                return Err(Error::invalid(OP, "nested blocksize must be positive"));
+            }
+            let nested = u32_of(OP, "nested blocksize", nested_blocksize)?;
+            need(OP, "codes", codes, blocks)?;
+            // Any u8 code may index it.
+            need(OP, "nested_code", nested_code, 256)?;
+            need(OP, "nested_absmax", nested_absmax, blocks.div_ceil(nested_blocksize))?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut args = vec![
+                m.packed.arg(),
+                m.levels.arg(),
+                codes.arg(),
+                nested_code.arg(),
+                nested_absmax.arg(),
+                Arg::F32(offset),
+                out.arg(),
+            ];
+            args.extend(range);
+            args.push(Arg::U32(nested));
+            dev.launch(&sig::DEQUANT_BNB4_DQ_F32, elementwise_grid(n), BLOCK, &args)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::half_gemm_fast_ok;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../cu/cast.cu"
+#include "../cu/dequant.cu"
 #include "../cu/dropout.cu"
 #include "../cu/elementwise.cu"
 #include "../cu/embedding.cu"
@@ -289,6 +290,44 @@ static void select_kernels() {
   for (size_t i = 0; i < f.size(); ++i) expect(narrow[i] == want_u8[i], "f32 -> u8", i, narrow[i], want_u8[i]);
 }
 
+// bitsandbytes 4-bit dequantization of elements [start, start + n) of an odd-sized matrix (odd start, so
+// the first element is a low nibble; a partial last block), with plain and double-quantized absmax,
+// against a naive decode. Exact: the same two roundings (product, then sum) in the same order.
+static void dequant_bnb4() {
+  const size_t total = 3 * 67, blocksize = 64, blocks = (total + blocksize - 1) / blocksize, nested = 2;
+  std::vector<u8> packed((total + 1) / 2);
+  auto noise = values(packed.size(), 30, 0, 256);
+  for (size_t i = 0; i < packed.size(); ++i) packed[i] = (u8)noise[i];
+  auto levels = values(16, 31, -1, 1);
+  levels[8] = -0.0f;
+  auto absmax = values(blocks, 32, 0.01f, 3);
+  std::vector<u8> codes = {3, 250, 128, 17};
+  auto nested_code = values(256, 33, -1, 1);
+  std::vector<float> nested_absmax = {0.7f, 1.3f};
+  const float offset = 0.3141f;
+  const size_t start = 5, n = total - start;
+  auto code_of = [&](size_t e) { return (e & 1) ? packed[e / 2] & 15 : packed[e / 2] >> 4; };
+  std::vector<float> out(n, NAN), want(n);
+  dequant_bnb4_f32(packed.data(), levels.data(), absmax.data(), out.data(), start, n, blocksize);
+  for (size_t i = 0; i < n; ++i) {
+    size_t e = start + i;
+    volatile float w = levels[code_of(e)] * absmax[e / blocksize];
+    want[i] = w;
+    expect(std::memcmp(&out[i], &want[i], 4) == 0, "dequant_bnb4 plain", i, out[i], want[i]);
+  }
+  out.assign(n, NAN);
+  dequant_bnb4_dq_f32(packed.data(), levels.data(), codes.data(), nested_code.data(), nested_absmax.data(), offset,
+                      out.data(), start, n, blocksize, nested);
+  for (size_t i = 0; i < n; ++i) {
+    size_t e = start + i, b = e / blocksize;
+    volatile float prod = nested_code[codes[b]] * nested_absmax[b / nested];
+    volatile float scale = prod + offset;
+    volatile float w = levels[code_of(e)] * scale;
+    want[i] = w;
+    expect(std::memcmp(&out[i], &want[i], 4) == 0, "dequant_bnb4 double quant", i, out[i], want[i]);
+  }
+}
+
 int main() {
   layout_struct();
   philox_known_answers();
@@ -299,10 +338,11 @@ int main() {
   bf16_cast();
   f16_cast();
   select_kernels();
+  dequant_bnb4();
   if (failures) {
     std::printf("kernels CPU emulation: %d mismatches\n", failures);
     return 1;
   }
-  std::printf("kernels CPU emulation: ok (layout, philox, dropout, elementwise, reduce, embedding, rope, optim, bf16, f16, select)\n");
+  std::printf("kernels CPU emulation: ok (layout, philox, dropout, elementwise, reduce, embedding, rope, optim, bf16, f16, select, dequant)\n");
   return 0;
 }

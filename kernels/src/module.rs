@@ -5,6 +5,7 @@
 pub enum Module {
     Attention,
     Cast,
+    Dequant,
     Dropout,
     Elementwise,
     Embedding,
@@ -19,9 +20,10 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 13] = [
+    pub const ALL: [Module; 14] = [
         Module::Attention,
         Module::Cast,
+        Module::Dequant,
         Module::Dropout,
         Module::Elementwise,
         Module::Embedding,
@@ -40,6 +42,7 @@ impl Module {
         match self {
             Module::Attention => "attention",
             Module::Cast => "cast",
+            Module::Dequant => "dequant",
             Module::Dropout => "dropout",
             Module::Elementwise => "elementwise",
             Module::Embedding => "embedding",
@@ -59,6 +62,7 @@ impl Module {
         match self {
             Module::Attention => include_str!("../ptx/attention.ptx"),
             Module::Cast => include_str!("../ptx/cast.ptx"),
+            Module::Dequant => include_str!("../ptx/dequant.ptx"),
             Module::Dropout => include_str!("../ptx/dropout.ptx"),
             Module::Elementwise => include_str!("../ptx/elementwise.ptx"),
             Module::Embedding => include_str!("../ptx/embedding.ptx"),

@@ -104,6 +104,11 @@ kernel!(WHERE_F32, Select, "where_f32", &[Ptr, Ptr, Ptr, Ptr, LAYOUT, LAYOUT, U6
 kernel!(COMPARE_F32, Select, "compare_f32", &[Ptr, Ptr, Ptr, LAYOUT, U64, U32]);
 kernel!(CAST_U8_F32, Select, "cast_u8_f32", CAST);
 kernel!(CAST_F32_U8, Select, "cast_f32_u8", CAST);
+// packed (u8), levels [16], absmax, out, start, n, blocksize
+kernel!(DEQUANT_BNB4_F32, Dequant, "dequant_bnb4_f32", &[Ptr, Ptr, Ptr, Ptr, U64, U64, U32]);
+// packed (u8), levels [16], codes (u8), nested_code [256], nested_absmax, offset, out, start, n, blocksize,
+// nested_blocksize
+kernel!(DEQUANT_BNB4_DQ_F32, Dequant, "dequant_bnb4_dq_f32", &[Ptr, Ptr, Ptr, Ptr, Ptr, F32, Ptr, U64, U64, U32, U32]);
 
 /// Every kernel above.
 pub const ALL: &[&Kernel] = &[
@@ -140,6 +145,8 @@ pub const ALL: &[&Kernel] = &[
     &COMPARE_F32,
     &CAST_U8_F32,
     &CAST_F32_U8,
+    &DEQUANT_BNB4_F32,
+    &DEQUANT_BNB4_DQ_F32,
 ];
 
 #[cfg(test)]

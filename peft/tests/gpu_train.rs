@@ -1,6 +1,6 @@
 //! `peft train` on the GPU against the same run on the host, for every method: LoRA on the tiny BERT
 //! classifier, LLaMA and GPT-2, prompt tuning, P-tuning (MLP and LSTM), prefix tuning, and bottleneck
-//! adapters. Dropout is off (the GPU draws its masks with Philox, the host with its own generator), so
+//! adapters, and QLoRA (4-bit bitsandbytes bases). Dropout is off (the GPU draws its masks with Philox, the host with its own generator), so
 //! both runs compute the same thing in a different order: every step's loss and every adapter tensor
 //! must agree to 1e-4 relative, and the dev metrics too. Without a GPU each test prints why and
 //! returns; REQUIRE_GPU=1 makes that a failure.
@@ -31,19 +31,23 @@ fn fixture_model(name: &str) -> PathBuf {
 /// Per-step losses, the adapter's tensors by file/name, and the dev metric after training.
 type Trained = (Vec<f64>, Vec<(String, Vec<f32>)>, f64);
 
-/// Trains `peft` on `model` for 6 steps on `device`.
-fn run(dir: &Path, model: &str, peft: &Value, device: &str) -> Trained {
+/// Trains `peft` on `model` for 6 steps on `device`, with the keys of `extra` (an object) added to the
+/// run file (e.g. `quantization_config`).
+fn run(dir: &Path, model: &str, peft: &Value, device: &str, extra: &Value) -> Trained {
     let task = if model == "bert-cls" { "sequence_classification" } else { "causal_lm" };
     let rows = if model == "bert-cls" { cls_rows(24, 5) } else { lm_rows(24, 6) };
     let dev = if model == "bert-cls" { cls_rows(8, 7) } else { lm_rows(8, 8) };
     write_jsonl(&dir.join("train.jsonl"), &rows);
     write_jsonl(&dir.join("dev.jsonl"), &dev);
-    let config = json!({
+    let mut config = json!({
         "model": fixture_model(model), "task": task, "peft": peft,
         "data": {"train": "train.jsonl", "dev": "dev.jsonl"}, "output_dir": format!("out-{device}"),
         "batch_size": 4, "max_steps": 6, "learning_rate": 0.01, "lr_scheduler": "linear", "warmup_steps": 2,
         "weight_decay": 0.01, "max_grad_norm": 1.0, "logging_steps": 1, "seed": 7, "device": device,
     });
+    for (k, v) in extra.as_object().expect("extra config keys are an object") {
+        config[k] = v.clone();
+    }
     let path = dir.join(format!("run-{device}.json"));
     std::fs::write(&path, config.to_string()).unwrap();
     let summary = train::run(&path, &Overrides { quiet: true, ..Default::default() })
@@ -77,12 +81,17 @@ fn close(what: &str, got: f64, want: f64) {
 }
 
 fn same_training(model: &str, peft: Value) {
+    same_training_with(model, peft, &json!({}));
+}
+
+/// [`same_training`] with `extra` keys in both run files.
+fn same_training_with(model: &str, peft: Value, extra: &Value) {
     if !gpu_available() {
         return;
     }
     let dir = TempDir::new("gpu-train");
-    let (lh, th, mh) = run(dir.dir(), model, &peft, "cpu");
-    let (lg, tg, mg) = run(dir.dir(), model, &peft, "cuda:0");
+    let (lh, th, mh) = run(dir.dir(), model, &peft, "cpu", extra);
+    let (lg, tg, mg) = run(dir.dir(), model, &peft, "cuda:0", extra);
     assert_eq!(lh.len(), 6, "{model}: six logged steps");
     for (i, (g, h)) in lg.iter().zip(&lh).enumerate() {
         close(&format!("{model} {peft} loss at step {}", i + 1), *g, *h);
@@ -103,6 +112,19 @@ fn lora_trains_the_same_on_the_gpu() {
     same_training("bert-cls", lora(json!(["query", "value"])));
     same_training("llama", lora(json!("all-linear")));
     same_training("gpt2", lora(json!(["c_attn", "c_proj"])));
+}
+
+/// QLoRA: the base quantized to 4 bits at load (NF4 with double quantization, blocks of 64; FP4
+/// without, blocks of 128) trains on the GPU from the same packed codes, dequantized there bit for
+/// bit as on the host.
+#[test]
+fn qlora_trains_the_same_on_the_gpu() {
+    let lora = |targets: Value| json!({"r": 4, "lora_alpha": 8, "target_modules": targets, "lora_dropout": 0.0});
+    let nf4_dq = json!({"quantization_config": {"load_in_4bit": true, "bnb_4bit_use_double_quant": true}});
+    same_training_with("llama", lora(json!("all-linear")), &nf4_dq);
+    let fp4 =
+        json!({"quantization_config": {"load_in_4bit": true, "bnb_4bit_quant_type": "fp4", "bnb_4bit_blocksize": 128}});
+    same_training_with("bert-cls", lora(json!(["query", "value"])), &fp4);
 }
 
 #[test]

@@ -144,8 +144,18 @@ pub trait Model: Send + Sync {
 /// as the Hugging Face model it was converted from, dequantized to f32.
 /// Moves every parameter of `model` to `device`, in place (tied weights and views move together; see
 /// `Tensor::move_storage`). Inputs stay where the caller makes them: token ids and masks may stay on
-/// the host.
+/// the host. Packed (4-bit) Linear weights are not parameters and move first, through
+/// `quant::to_device`: bitsandbytes NF4/FP4 codes and scales are uploaded (the host copy stays for
+/// checkpoints and merging); GGUF blocks have no GPU kernel and are an error naming the layer.
 pub fn move_to_device(model: &mut dyn Model, device: crate::Device) -> Result<()> {
+    model.visit_linears(&mut |path, l| {
+        if let Some(p) = &l.base.packed {
+            let moved = crate::quant::to_device(p, device)
+                .map_err(|e| Error::invalid("move_to_device", format!("`{path}`: {e}")))?;
+            l.base.packed = Some(moved);
+        }
+        Ok(())
+    })?;
     model.visit_parameters(&mut |_, t| t.move_storage(device))
 }
 

@@ -179,6 +179,12 @@ impl Bnb4bit {
         self.shape[0] * self.shape[1]
     }
 
+    /// The 16 values the codes stand for, as dequantization multiplies them (`code`, with FP4's
+    /// nibble 8 as -0).
+    pub fn levels(&self) -> [f32; 16] {
+        self.levels
+    }
+
     pub fn double_quant(&self) -> bool {
         matches!(self.absmax, Absmax::Double { .. })
     }

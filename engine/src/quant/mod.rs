@@ -7,14 +7,19 @@
 pub mod bnb4;
 pub mod checkpoint;
 pub mod codes;
+#[cfg(feature = "cuda")]
+mod device;
 pub mod load;
 
 pub use bnb4::{Absmax, Bnb4bit, QuantType};
 pub use checkpoint::{read_bnb4_weight, save_pretrained_4bit, write_bnb4_weight};
+#[cfg(feature = "cuda")]
+pub use device::Bnb4bitGpu;
 pub use load::{dequantize_model, quantize_model, Bnb4bitConfig, QuantizeReport};
 
 use crate::error::Result;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// A frozen `[rows, cols]` (`[out_features, in_features]`) weight matrix stored in a packed format.
 ///
@@ -36,6 +41,53 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
 
     /// The concrete type, so that writers of a format's own checkpoint layout can recognise it.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Where the packed data can be read from: the host, unless this is a copy made by
+    /// [`to_device`] (whose host side stays readable through the methods above).
+    fn device(&self) -> crate::Device {
+        crate::Device::Cpu
+    }
+
+    /// For a copy on a GPU made by [`to_device`]: the host matrix it was made from.
+    fn host_copy(&self) -> Option<Arc<dyn PackedMatrix>> {
+        None
+    }
+
+    /// Writes rows `rows` of the dequantized matrix, row-major, into `out` on the GPU the matrix lives
+    /// on (`dev` is that GPU's handle). Only matrices that [`to_device`] put on a GPU have this.
+    #[cfg(feature = "cuda")]
+    fn dequantize_rows_gpu(
+        &self,
+        dev: &cuda::Device,
+        rows: Range<usize>,
+        out: &mut cuda::Buffer<f32>,
+    ) -> cuda::Result<()> {
+        let _ = (dev, rows, out);
+        Err(cuda::Error::invalid(
+            "dequantize_rows_gpu",
+            format!("a {} matrix has no GPU dequantization", self.type_name()),
+        ))
+    }
+}
+
+/// `m` where `device` can use it. To a GPU: a bitsandbytes 4-bit matrix gets its packed codes and
+/// scales uploaded (the host matrix is kept alongside, so checkpoints, merging and `as_any` work as
+/// before); other formats (GGUF blocks) have no GPU kernel and are an error naming the format. To
+/// the host: the host matrix. A matrix already on `device` is returned as it is.
+pub fn to_device(m: &Arc<dyn PackedMatrix>, device: crate::Device) -> Result<Arc<dyn PackedMatrix>> {
+    if m.device() == device {
+        return Ok(m.clone());
+    }
+    match device {
+        crate::Device::Cpu => Ok(host_of(m)),
+        #[cfg(feature = "cuda")]
+        crate::Device::Cuda(ordinal) => Ok(Arc::new(device::Bnb4bitGpu::upload(host_of(m), ordinal)?)),
+    }
+}
+
+/// The host matrix behind `m` (`m` itself when it is on the host).
+fn host_of(m: &Arc<dyn PackedMatrix>) -> Arc<dyn PackedMatrix> {
+    m.host_copy().unwrap_or_else(|| m.clone())
 }
 
 /// Checks the arguments of [`PackedMatrix::dequantize_rows`] for a `[rows, cols]` matrix.

@@ -1,13 +1,22 @@
 //! Matmul (batched, broadcast, views), the fused LoRA linear and scaled dot-product attention on the
 //! GPU against the host, forward and every input gradient.
+//! The packed (4-bit) Linear and QLoRA layer with bitsandbytes weights moved to the GPU, and the
+//! errors for packed weights that are not there (host matrices, GGUF blocks).
 //! Tolerance: 1e-4 relative to max(1, |value|) — the GPU sums hundreds of products in another order
 //! than the host's GEMM (inner dims up to 300 here), so f32 rounding differs by a few 1e-6 relative.
 use crate::common::{check, gpu, rand};
+use engine::io::gguf::packed::GgufMatrix;
+use engine::io::gguf::GgufFile;
 use engine::quant::{Bnb4bit, PackedMatrix, QuantType};
-use engine::{lora_linear, lora_linear_packed, scaled_dot_product_attention, AttentionMask, DType, Tensor};
+use engine::{
+    lora_linear, lora_linear_packed, packed_linear, scaled_dot_product_attention, AttentionMask, DType, Device, Tensor,
+};
 use std::sync::Arc;
 
 const REL: f32 = 1e-4;
+/// The packed products: the GPU's dequantized weights equal the host's bit for bit, so only the
+/// order of the sums (inner dims up to 131) differs.
+const PACKED_REL: f32 = 1e-5;
 
 #[test]
 fn matmul_2d_with_transposed_and_narrowed_views() {
@@ -109,15 +118,180 @@ fn lora_linear_with_and_without_bias_and_dropout() {
     });
 }
 
+/// The 4-bit weights the packed tests run on: NF4 with double quantization and FP4 without, odd
+/// shapes (blocks that straddle rows, a trailing partial block), block sizes 64 and 128.
+fn bnb4_cases() -> Vec<(&'static str, [usize; 2], Bnb4bit)> {
+    let cases = [
+        ("nf4+dq/64", [37, 45], QuantType::Nf4, 64, true),
+        ("fp4/128", [29, 67], QuantType::Fp4, 128, false),
+        ("nf4/128", [23, 131], QuantType::Nf4, 128, false),
+        ("fp4+dq/64", [41, 33], QuantType::Fp4, 64, true),
+    ];
+    cases
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, ty, bs, dq))| {
+            let w = rand(&shape, 40 + i as u64).to_vec::<f32>().unwrap();
+            (name, shape, Bnb4bit::quantize(&w, shape, ty, bs, dq).unwrap())
+        })
+        .collect()
+}
+
+/// The host matrix and its GPU copy, so a `check` closure can pick the one on its inputs' device.
+fn host_and_gpu(q: Bnb4bit, dev: Device) -> (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>) {
+    let host: Arc<dyn PackedMatrix> = Arc::new(q);
+    let on_gpu = engine::quant::to_device(&host, dev).unwrap();
+    assert_eq!(on_gpu.device(), dev);
+    (host, on_gpu)
+}
+
+fn pick<'a>(v: &Tensor, pair: &'a (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>)) -> &'a Arc<dyn PackedMatrix> {
+    if v.device() == Device::Cpu {
+        &pair.0
+    } else {
+        &pair.1
+    }
+}
+
 #[test]
-fn lora_linear_packed_is_host_only() {
+fn packed_linear_bnb4_forward_and_input_grad() {
+    let Some(dev) = gpu() else { return };
+    for (i, (name, [out_f, in_f], q)) in bnb4_cases().into_iter().enumerate() {
+        let pair = host_and_gpu(q, dev);
+        let seed = 50 + 10 * i as u64;
+        let (x, bias) = (rand(&[3, 5, in_f], seed), rand(&[out_f], seed + 1));
+        check(&format!("packed_linear {name} + bias"), &[x.clone(), bias], &[true, true], PACKED_REL, |v| {
+            packed_linear(&v[0], pick(&v[0], &pair), Some(&v[1]))
+        });
+        check(&format!("packed_linear {name}, no bias"), std::slice::from_ref(&x), &[true], PACKED_REL, |v| {
+            packed_linear(&v[0], pick(&v[0], &pair), None)
+        });
+        // A transposed input (read as a non-contiguous view) and a 1-D one.
+        let xt = rand(&[in_f, 4], seed + 2);
+        check(&format!("packed_linear {name}, view"), &[xt], &[true], PACKED_REL, |v| {
+            packed_linear(&v[0].t()?, pick(&v[0], &pair), None)
+        });
+        check(&format!("packed_linear {name}, 1-D"), &[rand(&[in_f], seed + 3)], &[true], PACKED_REL, |v| {
+            packed_linear(&v[0], pick(&v[0], &pair), None)
+        });
+    }
+}
+
+#[test]
+fn bnb4_dequantized_on_the_gpu_equals_the_host() {
+    let Some(dev) = gpu() else { return };
+    for (name, [out_f, in_f], q) in bnb4_cases() {
+        let (host, on_gpu) = host_and_gpu(q, dev);
+        // The identity through packed_linear gives dequant(W)ᵀ exactly: each output is one product
+        // by 1 plus products by 0 (which only turn FP4's -0 into +0, so values, not bits, compare).
+        let eye_values: Vec<f32> = (0..in_f * in_f).map(|k| if k % (in_f + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let eye = Tensor::from_vec(eye_values, &[in_f, in_f]).unwrap();
+        let got = engine::no_grad_scope(|| packed_linear(&eye.to_device(dev).unwrap(), &on_gpu, None)).unwrap();
+        let mut want = vec![0f32; out_f * in_f];
+        host.dequantize_rows(0..out_f, &mut want).unwrap();
+        let got = crate::common::host(&got.t().unwrap());
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a, b, "{name}[{k}]");
+        }
+        // Back on the host: the host matrix itself.
+        let back = engine::quant::to_device(&on_gpu, Device::Cpu).unwrap();
+        assert!(Arc::ptr_eq(&back, &host) && back.device() == Device::Cpu);
+        assert!(on_gpu.as_any().downcast_ref::<Bnb4bit>().is_some(), "{name}: as_any must reach the host Bnb4bit");
+    }
+}
+
+#[test]
+fn lora_linear_packed_bnb4_forward_and_grads() {
+    let Some(dev) = gpu() else { return };
+    for (i, (name, [out_f, in_f], q)) in bnb4_cases().into_iter().enumerate() {
+        let pair = host_and_gpu(q, dev);
+        let seed = 100 + 10 * i as u64;
+        let (x, bias) = (rand(&[2, 7, in_f], seed), rand(&[out_f], seed + 1));
+        let (a, b) = (rand(&[5, in_f], seed + 2), rand(&[out_f, 5], seed + 3));
+        let keep = rand(&[2, 7, in_f], seed + 4).ge(&Tensor::zeros(&[1], DType::F32)).unwrap();
+        let mask = keep.to_dtype(DType::F32).unwrap().mul_scalar(2.0).unwrap();
+        let inputs = [x, bias, a, b, mask];
+        check(&format!("qlora {name} + bias"), &inputs, &[true, true, true, true, false], PACKED_REL, |v| {
+            lora_linear_packed(&v[0], pick(&v[0], &pair), Some(&v[1]), &v[2], &v[3], 0.5, None)
+        });
+        check(
+            &format!("qlora {name}, no bias, dropout"),
+            &inputs,
+            &[true, false, true, true, false],
+            PACKED_REL,
+            |v| lora_linear_packed(&v[0], pick(&v[0], &pair), None, &v[2], &v[3], 2.0, Some(&v[0].mul(&v[4])?)),
+        );
+        // A transposed input view, and a frozen input (only the adapter trains).
+        let xt = rand(&[in_f, 6], seed + 5);
+        check(
+            &format!("qlora {name}, view"),
+            &[xt, inputs[2].clone(), inputs[3].clone()],
+            &[false, true, true],
+            PACKED_REL,
+            |v| lora_linear_packed(&v[0].t()?, pick(&v[0], &pair), None, &v[1], &v[2], 0.5, None),
+        );
+    }
+}
+
+#[test]
+fn packed_weights_off_the_gpu_are_clear_errors() {
     let Some(dev) = gpu() else { return };
     let w = rand(&[16, 64], 28).to_vec::<f32>().unwrap();
     let packed: Arc<dyn PackedMatrix> = Arc::new(Bnb4bit::quantize(&w, [16, 64], QuantType::Nf4, 64, false).unwrap());
     let on = |t: Tensor| t.to_device(dev).unwrap();
     let (x, a, b) = (on(rand(&[3, 64], 29)), on(rand(&[4, 64], 30)), on(rand(&[16, 4], 31)));
+    // A host matrix under GPU activations: the error says how to move it.
     let e = lora_linear_packed(&x, &packed, None, &a, &b, 1.0, None).unwrap_err().to_string();
-    assert!(e.contains("host-only") && e.contains("cuda:0"), "{e}");
+    assert!(e.contains("on the host") && e.contains("cuda:0") && e.contains("move_to_device"), "{e}");
+    let e = packed_linear(&x, &packed, None).unwrap_err().to_string();
+    assert!(e.contains("on the host") && e.contains("cuda:0"), "{e}");
+    // Mixed activations are the usual device error.
+    let on_gpu = engine::quant::to_device(&packed, dev).unwrap();
+    let e = lora_linear_packed(&x, &on_gpu, None, &rand(&[4, 64], 32), &b, 1.0, None).unwrap_err().to_string();
+    assert!(e.contains("Cuda(0)") && e.contains("Cpu"), "{e}");
+
+    // GGUF blocks have no GPU kernel: moving one is an error naming the format.
+    let gguf = TempGguf::q8_0_two_rows();
+    let file = GgufFile::open(&gguf.0).unwrap();
+    let m: Arc<dyn PackedMatrix> = Arc::new(GgufMatrix::new(&file, "w", None).unwrap());
+    let e = engine::quant::to_device(&m, dev).unwrap_err().to_string();
+    assert!(e.contains("q8_0") && e.contains("no GPU kernel"), "{e}");
+    // And used unmoved under GPU activations it is the same clear error as a host Bnb4bit.
+    let e = packed_linear(&on(rand(&[3, 32], 33)), &m, None).unwrap_err().to_string();
+    assert!(e.contains("on the host") && e.contains("cuda:0"), "{e}");
+}
+
+/// A GGUF file holding one Q8_0 `[2, 32]` matrix `w` (two rows of one block), removed on drop.
+struct TempGguf(std::path::PathBuf);
+
+impl TempGguf {
+    fn q8_0_two_rows() -> TempGguf {
+        let str_bytes = |s: &str| [&(s.len() as u64).to_le_bytes()[..], s.as_bytes()].concat();
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes()); // version
+        f.extend(1u64.to_le_bytes()); // tensors
+        f.extend(0u64.to_le_bytes()); // metadata entries
+        f.extend(str_bytes("w"));
+        f.extend(2u32.to_le_bytes()); // dims, innermost first
+        f.extend(32u64.to_le_bytes());
+        f.extend(2u64.to_le_bytes());
+        f.extend(8u32.to_le_bytes()); // Q8_0
+        f.extend(0u64.to_le_bytes()); // offset in the data section
+        f.resize(f.len().next_multiple_of(32), 0);
+        for row in 0..2u8 {
+            f.extend(half::f16::from_f32(0.5).to_le_bytes()); // scale
+            f.extend((0..32u8).map(|j| j.wrapping_mul(3).wrapping_add(row)));
+        }
+        let p = std::env::temp_dir().join(format!("gpu-ops-q8-{}.gguf", std::process::id()));
+        std::fs::write(&p, f).unwrap();
+        TempGguf(p)
+    }
+}
+
+impl Drop for TempGguf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// q [b, h, tq, d], k [b, hk, tk, d], v [b, hk, tk, dv] as inputs of `check`.

@@ -323,10 +323,14 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let device = self.device()?;
-        if self.bnb_4bit()?.is_some() && device != engine::Device::Cpu {
+        // bitsandbytes 4-bit bases run on the GPU (their codes move there with the model); a GGUF
+        // file's own blocks, which 4-bit loading keeps, have no GPU kernel.
+        if self.bnb_4bit()?.is_some() && device != engine::Device::Cpu && engine::io::gguf::is_gguf(&self.model) {
             return Err(Error::invalid(
                 "train config",
-                format!("`device` {device} with 4-bit loading: the 4-bit matmul runs on the host only"),
+                format!(
+                    "`device` {device} with 4-bit loading of a GGUF file: its quantized blocks have no GPU kernel (bitsandbytes NF4/FP4 bases do); train it on the host or from the Hugging Face checkpoint"
+                ),
             ));
         }
         let bad = |field: &str, detail: String| Err(Error::invalid("train config", format!("`{field}`: {detail}")));

@@ -1,6 +1,8 @@
 //! The LoRA linear forward on the GPU: up to three strided GEMMs into one output buffer, each later
 //! one accumulating (β = 1): the bias broadcast as `ones[n, 1]·bias[1, out]`, then `x·Wᵀ`, then
-//! `s·xa·Bᵀ`. Transposed weights and views are read through their strides; nothing is copied.
+//! `s·xa·Bᵀ`. Transposed weights and views are read through their strides; nothing is copied. A
+//! packed base's product is `quant_matmul::cuda::accumulate_forward` (dequantize, then the same GEMM).
+use super::Base;
 use crate::error::Result;
 use crate::gpu::with_device;
 use crate::tensor::Tensor;
@@ -13,7 +15,7 @@ const OP: &str = "lora_linear";
 pub(crate) fn forward(
     ordinal: u32,
     x2: &Tensor,
-    w: &Tensor,
+    base: &Base,
     bias: Option<&Tensor>,
     xa: &Tensor,
     b: &Tensor,
@@ -21,9 +23,17 @@ pub(crate) fn forward(
     shape: &[usize],
 ) -> Result<Tensor> {
     let (n, in_f) = (x2.shape()[0], x2.shape()[1]);
-    let (out_f, r) = (w.shape()[0], xa.shape()[1]);
-    let (lx, lw, la, lb) = (x2.layout(), w.layout(), xa.layout(), b.layout());
-    let (xbuf, wbuf, abuf, bbuf) = (x2.gpu_f32(OP)?, w.gpu_f32(OP)?, xa.gpu_f32(OP)?, b.gpu_f32(OP)?);
+    let (out_f, r) = (b.shape()[0], xa.shape()[1]);
+    let (lx, la, lb) = (x2.layout(), xa.layout(), b.layout());
+    let (xbuf, abuf, bbuf) = (x2.gpu_f32(OP)?, xa.gpu_f32(OP)?, b.gpu_f32(OP)?);
+    // The dense weight's buffer and layout, or the packed weight (checked to be on this GPU).
+    let dense = match base {
+        Base::Dense(w) => Some((w.gpu_f32(OP)?, w.layout())),
+        Base::Packed(p) => {
+            crate::ops::quant_matmul::cuda::check_on(OP, p.as_ref(), ordinal)?;
+            None
+        }
+    };
     let bias = bias.map(|t| Ok::<_, crate::error::Error>((t.gpu_f32(OP)?, t.layout().clone()))).transpose()?;
     // A product `[n, k]·[k, out]` into the output: A's (row, col) strides, B's, offsets, α and β.
     let shape_of = |k: usize, a: [usize; 2], b: [usize; 2], alpha: f32, beta: f32| GemmShape {
@@ -53,10 +63,26 @@ pub(crate) fn forward(
             cuda::ops::gemm_f32_at(d, &ones, 0, bbias, lbias.offset(), &mut out, 0, &g)?;
             beta = 1.0;
         }
-        if in_f > 0 {
-            // Wᵀ is W [out, in] with its strides swapped.
-            let g = shape_of(in_f, [lx.strides()[0], lx.strides()[1]], [lw.strides()[1], lw.strides()[0]], 1.0, beta);
-            cuda::ops::gemm_f32_at(d, &xbuf, lx.offset(), &wbuf, lw.offset(), &mut out, 0, &g)?;
+        let xs = [lx.strides()[0], lx.strides()[1]];
+        match (&dense, base) {
+            (Some((wbuf, lw)), _) if in_f > 0 => {
+                // Wᵀ is W [out, in] with its strides swapped.
+                let g = shape_of(in_f, xs, [lw.strides()[1], lw.strides()[0]], 1.0, beta);
+                cuda::ops::gemm_f32_at(d, &xbuf, lx.offset(), wbuf, lw.offset(), &mut out, 0, &g)?;
+            }
+            (None, Base::Packed(p)) => {
+                crate::ops::quant_matmul::cuda::accumulate_forward(
+                    d,
+                    &xbuf,
+                    lx.offset(),
+                    xs,
+                    n,
+                    p.as_ref(),
+                    &mut out,
+                    beta,
+                )?;
+            }
+            _ => {}
         }
         if r > 0 {
             let g = shape_of(r, [la.strides()[0], la.strides()[1]], [lb.strides()[1], lb.strides()[0]], scaling, 1.0);

@@ -3,7 +3,8 @@
 //! into the base GEMM's result (β = 1), and only the thin `x_d·Aᵀ` is kept for the backward.
 //! `W + BA` is never formed. Composed from separate ops the same layer would keep four full-size
 //! activations; the training-step benchmark's memory comes mostly from these. On a GPU (`cuda.rs`)
-//! the same three products are strided GEMMs accumulating into one output; a packed base is host-only.
+//! the same three products are strided GEMMs accumulating into one output; a packed base (QLoRA) is
+//! dequantized on the device into an f32 scratch first (`quant_matmul::cuda`).
 #[cfg(feature = "cuda")]
 mod cuda;
 
@@ -113,9 +114,6 @@ fn lora_linear_on(
         devices.push(w);
     }
     let device = common_device(OP, &devices)?;
-    if let (Base::Packed(_), false) = (&base, device == Device::Cpu) {
-        return Err(packed_off_host(device));
-    }
     let (x2, xd2) = (as_rows(&x, in_f)?, as_rows(&xd, in_f)?);
     // xa = x_d·Aᵀ [n, r], kept for the backward.
     let xa = {
@@ -131,10 +129,7 @@ fn lora_linear_on(
             Tensor::from_op(CpuStorage::F32(out), &shape, None)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(o) => match &base {
-            Base::Dense(w) => cuda::forward(o, &x2, w, bias.as_ref(), &xa, &b, scaling, &shape)?,
-            Base::Packed(_) => return Err(packed_off_host(device)),
-        },
+        Device::Cuda(o) => cuda::forward(o, &x2, &base, bias.as_ref(), &xa, &b, scaling, &shape)?,
     };
     let x_shape = x.shape().to_vec();
     let dense_w = match &base {
@@ -186,15 +181,6 @@ fn lora_linear_on(
         Ok(grads)
     });
     Ok(out.with_node_opt(node))
-}
-
-fn packed_off_host(device: Device) -> Error {
-    Error::invalid(
-        OP,
-        format!(
-            "a packed (4-bit) base weight is host-only, but the inputs are on {device}; run this layer on the host"
-        ),
-    )
 }
 
 /// The host forward: `x2·Wᵀ` (or the packed product), `+= s·xa·Bᵀ`, `+= bias`, as `[n, out]` rows.

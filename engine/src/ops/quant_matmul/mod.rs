@@ -1,12 +1,16 @@
 //! Linear over a frozen packed weight: `y = x·dequant(W)ᵀ + b`. The weight is dequantized a tile
 //! of rows at a time into one small buffer that each tile's GEMM reads at once, so the f32 weight
 //! never exists whole (a 4-bit model stays 4-bit in memory). Backward gives the input gradient
-//! `g·dequant(W)` the same way, and nothing for the weight: it is frozen by construction.
+//! `g·dequant(W)` the same way, and nothing for the weight: it is frozen by construction. On a GPU
+//! (`cuda.rs`) the same products run on the weight's device copy (bitsandbytes 4-bit only).
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
 use crate::autograd::record;
 use crate::cpu::gemm::{sgemm, Parallelism};
 use crate::error::{Error, Result};
 use crate::quant::PackedMatrix;
-use crate::storage::CpuStorage;
+use crate::storage::{common_device, CpuStorage, Device};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -61,22 +65,30 @@ pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor
             return Err(Error::shape(OP, format!("bias of shape {:?} for {out_f} outputs", b.shape())));
         }
     }
-    let xc = x.contiguous()?;
-    let rows = xc.numel() / in_f.max(1);
-    let mut y = crate::cpu::pool::alloc_f32(rows * out_f);
-    {
-        let xs = xc.read::<f32>(OP)?;
-        forward_into(&xs, rows, w.as_ref(), &mut y)?;
-    }
-    if let Some(b) = &bias {
-        let bv = b.contiguous()?.to_vec::<f32>()?;
-        for row in y.chunks_exact_mut(out_f.max(1)) {
-            row.iter_mut().zip(&bv).for_each(|(o, b)| *o += b);
-        }
-    }
     let mut shape = x.shape().to_vec();
     let last = shape.len() - 1;
     shape[last] = out_f;
+    let device = common_device(OP, &std::iter::once(&x).chain(bias.as_ref()).collect::<Vec<_>>())?;
+    let xc = x.contiguous()?;
+    let out = match device {
+        Device::Cpu => {
+            let rows = xc.numel() / in_f.max(1);
+            let mut y = crate::cpu::pool::alloc_f32(rows * out_f);
+            {
+                let xs = xc.read::<f32>(OP)?;
+                forward_into(&xs, rows, w.as_ref(), &mut y)?;
+            }
+            if let Some(b) = &bias {
+                let bv = b.contiguous()?.to_vec::<f32>()?;
+                for row in y.chunks_exact_mut(out_f.max(1)) {
+                    row.iter_mut().zip(&bv).for_each(|(o, b)| *o += b);
+                }
+            }
+            Tensor::from_op(CpuStorage::F32(y), &shape, None)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(o) => cuda::forward(o, &xc, w.as_ref(), bias.as_ref(), &shape)?,
+    };
     let (wb, bias_shape) = (w.clone(), [out_f]);
     let inputs: Vec<&Tensor> = std::iter::once(&x).chain(bias.as_ref()).collect();
     let (x_tracks, x_shape) = (x.tracks_grad(), x.shape().to_vec());
@@ -89,7 +101,7 @@ pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor
         }
         Ok(grads)
     });
-    Ok(Tensor::from_op(CpuStorage::F32(y), &shape, node))
+    Ok(out.with_node_opt(node))
 }
 
 /// `y [rows, out] = x [rows, in] · dequant(W)ᵀ`, tile by tile.
@@ -113,6 +125,10 @@ pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32])
 
 /// `g [..., out] · dequant(W) → [..., in]`, tile by tile over the output features.
 pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(o) = g.device() {
+        return cuda::input_grad(o, g, w, x_shape);
+    }
     let [out_f, in_f] = w.shape();
     let gc = g.contiguous()?;
     let rows = gc.numel() / out_f.max(1);
