@@ -5,7 +5,7 @@ use crate::args::{pack, Arg};
 use crate::{Error, Result};
 use cust::context::Context;
 use cust::device::DeviceAttribute;
-use cust::memory::{CopyDestination, DeviceBuffer, DeviceCopy};
+use cust::memory::{AsyncCopyDestination, CopyDestination, DeviceBuffer, DeviceCopy};
 use cust::stream::{Stream, StreamFlags};
 use kernels::{Kernel, Module};
 use std::collections::HashMap;
@@ -186,8 +186,9 @@ impl Device {
     /// A new buffer holding a copy of `src` (device to device).
     pub fn duplicate<T: Element>(&self, src: &Buffer<T>) -> Result<Buffer<T>> {
         let mut out = self.alloc::<T>(src.len)?;
-        self.synchronize()?;
-        out.inner.copy_from(&src.inner).map_err(driver_err("copy device to device"))?;
+        // SAFETY: queued on the stream every use of both buffers is queued on, so it runs after the
+        // work that writes `src` and before any that reads `out`; both hold `src.len.max(1)` elements.
+        unsafe { out.inner.async_copy_from(&*src.inner, &self.stream) }.map_err(driver_err("copy device to device"))?;
         Ok(out)
     }
 
