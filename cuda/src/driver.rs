@@ -198,9 +198,12 @@ impl Device {
             return self.zeros(0);
         }
         let mut buf = self.alloc::<T>(data.len())?;
-        // A synchronous copy (legacy default stream): it waits for the work queued on our (blocking)
-        // stream, which may still be reading a cached buffer's old contents.
-        buf.inner.copy_from(data).map_err(driver_err("copy to device"))?;
+        // Queued on the device's stream, so it lands after the work that may still read a cached
+        // buffer's old contents and before any that reads the new ones, without the device-wide wait
+        // a synchronous copy makes (an upload per op, e.g. ids or masks, would drain the GPU each time).
+        // SAFETY: `data` is pageable memory (this crate never pins host memory), which the driver
+        // stages before the call returns, so it may be dropped after; `buf` holds `data.len()` elements.
+        unsafe { buf.inner.async_copy_from(data, &self.stream) }.map_err(driver_err("copy to device"))?;
         Ok(buf)
     }
 
