@@ -4,7 +4,7 @@
 # and compute capability, runs the GPU tests with REQUIRE_GPU=1 (so a missing GPU fails: the launchers,
 # every engine op and tiny whole models against the host), then our GEMM
 # bench next to PyTorch's matmul on the same shapes (TF32 off), printing the ratios, and a LoRA training
-# step (bench train-step) on the GPU and on the host. Results go to $OUT
+# step (bench train-step) on the GPU, f32 and bf16 mixed precision, next to PyTorch's. Results go to $OUT
 # (the run tool brings that folder back) or bench/results/ when $OUT is unset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +40,9 @@ timeout 150 "$bin/bench" train-step --device cuda:0 --steps 5 | tee "$out/train-
 # Our BERT has no dropout inside the base model: PyTorch's is turned off for the same computation.
 timeout 150 python3 bench/baseline/pytorch_train_step.py --device cuda --bert-dropout 0 --warmup 3 --steps 5 \
   | tee "$out/train-step-gpu-pytorch.jsonl" || status=1
+echo "== the same steps in bf16 mixed precision: ours (--bf16: bf16 GEMM operands, f32 accumulation and outputs) and PyTorch (torch.autocast bf16)"
+timeout 150 "$bin/bench" train-step --device cuda:0 --steps 5 --bf16 | tee "$out/train-step-gpu-bf16.jsonl" || status=1
+timeout 150 python3 bench/baseline/pytorch_train_step.py --device cuda --bert-dropout 0 --warmup 3 --steps 5 --bf16 \
+  | tee "$out/train-step-gpu-pytorch-bf16.jsonl" || status=1
 echo "device-check: exit $status"
 exit $status

@@ -20,7 +20,9 @@ Fixed configurations (random weights from seed 0, random tokens, float32, 2 thre
 Both: AdamW (lr 1e-4, torch's defaults otherwise), model in train mode. `--device cuda` runs on the
 GPU in float32 with TF32 off (what our f32 kernels compute; cuda/device-check.sh uses it), timing each
 step to a torch.cuda.synchronize() and adding the peak GPU memory PyTorch allocated. A step is forward + loss +
-backward + optimizer.step() + optimizer.zero_grad(); --warmup steps are run untimed, then --steps
+backward + optimizer.step() + optimizer.zero_grad(); `--bf16` runs forward + loss under
+torch.autocast(device_type, dtype=torch.bfloat16) (the Trainer's bf16=True; its matmul outputs are bf16,
+the engine's `--bf16` keeps them f32); --warmup steps are run untimed, then --steps
 steps are timed one by one. One JSON line per model:
   {"bench":"train-step","impl":"pytorch","model":..,"tokens_per_s":..,"step_s":..,"peak_rss_mib":..,...}
 step_s is the mean over the timed steps (tokens_per_s = batch*seq/step_s); the extra fields give
@@ -100,7 +102,7 @@ def build(model_name, bert_dropout):
     return model, inputs, batch, seq
 
 
-def run_one(model_name, warmup, steps, bert_dropout, device="cpu"):
+def run_one(model_name, warmup, steps, bert_dropout, device="cpu", bf16=False):
     import peft
     import torch
     import transformers
@@ -118,7 +120,11 @@ def run_one(model_name, warmup, steps, bert_dropout, device="cpu"):
     optimizer = torch.optim.AdamW(params, lr=LR)
 
     def step():
-        loss = model(**inputs).loss
+        if bf16:
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+                loss = model(**inputs).loss
+        else:
+            loss = model(**inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -167,6 +173,7 @@ def run_one(model_name, warmup, steps, bert_dropout, device="cpu"):
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "device": device,
+        "mixed_precision": "bf16" if bf16 else "no",
     }
     if device != "cpu":
         record["gpu_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -185,12 +192,14 @@ def main():
     ap.add_argument("--bert-dropout", type=float, default=None,
                     help="BERT hidden and attention dropout (default: BertConfig's 0.1, as MiniLM)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the step runs")
+    ap.add_argument("--bf16", action="store_true",
+                    help="forward + loss under torch.autocast(dtype=torch.bfloat16) (mixed precision)")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0:
         sys.exit("--steps must be >= 1 and --warmup >= 0")
 
     if args.model:
-        run_one(args.model, args.warmup, args.steps, args.bert_dropout, args.device)
+        run_one(args.model, args.warmup, args.steps, args.bert_dropout, args.device, args.bf16)
         return
     status = 0
     for name in ("bert", "llama"):
@@ -198,6 +207,8 @@ def main():
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--device", args.device]
         if args.bert_dropout is not None:
             cmd += ["--bert-dropout", str(args.bert_dropout)]
+        if args.bf16:
+            cmd.append("--bf16")
         status |= subprocess.run(cmd).returncode
     sys.exit(status)
 

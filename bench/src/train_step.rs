@@ -6,7 +6,9 @@
 //!     batch 4 × 256, LoRA r=16 α=32 on all seven projections.
 //! Both AdamW. `--device cuda:N` runs the step on a GPU (build with `--features cuda`). Random weights are written to a temporary model folder and loaded the normal way.
 //! Each model runs in its own process so that its peak RSS is its own. `--load-in-4bit` (QLoRA)
-//! stores the base Linears in NF4 + double quantization first (heads stay f32).
+//! stores the base Linears in NF4 + double quantization first (heads stay f32). `--bf16` runs forward
+//! and backward under `engine::autocast(BF16)` (matmul operands in bf16, f32 accumulation; PyTorch's
+//! baseline: `torch.autocast(dtype=torch.bfloat16)`).
 use engine::io::save_safetensors;
 use engine::models::{load, ForwardInput};
 use engine::optim::AdamW;
@@ -133,7 +135,7 @@ fn packed_weight_bytes(model: &mut dyn engine::models::Model) -> Result<(usize, 
     Ok((stored, f32_bytes))
 }
 
-fn run_one(which: &str, steps: usize, load_in_4bit: bool, device: engine::Device) -> Result<(), String> {
+fn run_one(which: &str, steps: usize, load_in_4bit: bool, bf16: bool, device: engine::Device) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("bench-train-step-{which}-{}", std::process::id()));
     write_model(&dir, which)?;
     if load_in_4bit {
@@ -175,6 +177,7 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool, device: engine::Device
         let cls_labels = e(Tensor::from_vec((0..batch as i64).map(|i| i % 2).collect::<Vec<_>>(), &[batch]))?;
         let mut step = || -> Result<f64, String> {
             let t = Instant::now();
+            let cast = if bf16 { Some(e(engine::autocast(DType::BF16))?) } else { None };
             let out = e(model.forward(&ForwardInput { input_ids: Some(&ids), ..Default::default() }, None))?;
             let logits = out.logits.ok_or("no logits")?;
             let loss = if which == "bert" {
@@ -183,6 +186,7 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool, device: engine::Device
                 e(peft::loss::causal_lm_loss(&logits, &ids))?
             };
             let grads = e(loss.backward())?;
+            drop(cast);
             e(opt.step(&params, &grads))?;
             // GPU launches are queued: the step ends when they have run.
             #[cfg(feature = "cuda")]
@@ -201,6 +205,7 @@ fn run_one(which: &str, steps: usize, load_in_4bit: bool, device: engine::Device
                    "tokens_per_s": (batch * seq) as f64 / median, "step_s": median, "step_s_min": times[0],
                    "steps": steps, "threads": rayon::current_num_threads(), "device": device.to_string(), "peak_rss_mib": peak_rss_mib(),
                    "base": if load_in_4bit { "nf4+dq/64" } else { "f32" },
+                   "mixed_precision": if bf16 { "bf16" } else { "no" },
                    "packed_weight_bytes": packed_bytes, "packed_weight_f32_bytes": packed_f32_bytes})
         );
         Ok(())
@@ -216,13 +221,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     // QLoRA: the base model's Linears in 4 bits.
     let q4 = args.iter().any(|a| a == "--load-in-4bit");
+    let bf16 = args.iter().any(|a| a == "--bf16");
     let device = match args.iter().position(|a| a == "--device") {
         Some(i) => e(engine::Device::parse(args.get(i + 1).ok_or("--device needs cpu, cuda or cuda:N")?))?,
         None => engine::Device::Cpu,
     };
     if let Some(i) = args.iter().position(|a| a == "--model") {
         let which = args.get(i + 1).ok_or("--model needs bert or llama")?;
-        return run_one(which, steps, q4, device);
+        return run_one(which, steps, q4, bf16, device);
     }
     // One child process per model, so each peak RSS is that model's alone.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -230,6 +236,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let status = std::process::Command::new(&exe)
             .args(["train-step", "--model", which, "--steps", &steps.to_string()])
             .args(q4.then_some("--load-in-4bit"))
+            .args(bf16.then_some("--bf16"))
             .args(["--device", &device.to_string()])
             .status()
             .map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
 //! The tensor engine: tensors (storage + layout), define-by-run autograd, a small closed set of ops
 //! with hand-written backward passes, a SIMD + rayon CPU backend, nn layers and optimizers.
+pub mod autocast;
 pub mod autograd;
 pub mod cpu;
 pub mod dtype;
@@ -18,6 +19,7 @@ pub mod random;
 pub mod storage;
 pub mod tensor;
 
+pub use autocast::{autocast, autocast_dtype, AutocastGuard};
 pub use autograd::{no_grad, no_grad_scope, Grads};
 #[cfg(feature = "cuda")]
 pub use cuda;

@@ -784,3 +784,41 @@ fn train_and_resume_exactly(
     assert!(!resumed_losses.is_empty() && losses.ends_with(&resumed_losses), "{model}: logged losses differ");
     (run, config, ckpt)
 }
+
+#[test]
+fn bf16_mixed_precision_trains_and_differs_from_f32() {
+    // As lora_on_llama_causal_lm_learns, in bf16.
+    let extra = json!({"max_steps": 40, "learning_rate": 0.03, "peft": {"target_modules": ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"]}});
+    let (rows, dev) = (lm_rows(64, 3), lm_rows(16, 4));
+    let dir = TempDir::new("bf16");
+    let run = setup(dir.path(), "llama", "causal_lm", &rows, &dev, extra.clone());
+    let cli = Overrides { mixed_precision: Some("bf16".into()), ..quiet() };
+    let s = train::run(&run, &cli).unwrap();
+    let losses = train_losses(&dir.path().join("out"));
+    assert!(mean(&losses[35..]) < 0.7 * mean(&losses[..3]), "bf16 loss did not go down: {losses:?}");
+    let (before, after) = (s.eval_before["dev"].perplexity.unwrap(), s.eval_after["dev"].perplexity.unwrap());
+    assert!(after < 0.5 * before, "bf16 dev perplexity {before} -> {after}");
+    // The run file's key gives the same run as the command line.
+    let file_dir = TempDir::new("bf16-file");
+    let mut with_key = extra.clone();
+    with_key["mixed_precision"] = json!("bf16");
+    let run_key = setup(file_dir.path(), "llama", "causal_lm", &rows, &dev, with_key);
+    train::run(&run_key, &quiet()).unwrap();
+    assert_eq!(train_losses(&file_dir.path().join("out")), losses);
+    // "no" (the default) is plain f32, which computes differently from the first step on.
+    let f32_dir = TempDir::new("bf16-vs-f32");
+    let mut no = extra;
+    no["mixed_precision"] = json!("no");
+    let run_f32 = setup(f32_dir.path(), "llama", "causal_lm", &rows, &dev, no);
+    let f = train::run(&run_f32, &quiet()).unwrap();
+    let f32_losses = train_losses(&f32_dir.path().join("out"));
+    assert!((f32_losses[0] - losses[0]).abs() > 1e-6 * f32_losses[0], "{f32_losses:?} vs {losses:?}");
+    let f_before = f.eval_before["dev"].perplexity.unwrap();
+    assert!((f_before - before).abs() > 1e-7 * f_before, "evaluation ignored bf16 ({before} vs {f_before})");
+    // fp16 (would need loss scaling) and unknown values are clear errors.
+    for (value, want) in [("fp16", "loss scaling"), ("fp8", "\"no\", \"bf16\"")] {
+        let e = train::run(&run_f32, &Overrides { mixed_precision: Some(value.into()), ..quiet() }).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("mixed_precision") && e.contains(want), "{e}");
+    }
+}

@@ -5,6 +5,7 @@
 //! Without a GPU each test prints why and returns; REQUIRE_GPU=1 makes that a failure.
 #![cfg(feature = "cuda")]
 
+mod autocast;
 mod common;
 mod elementwise;
 mod layers;

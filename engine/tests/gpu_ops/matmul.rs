@@ -120,7 +120,7 @@ fn lora_linear_with_and_without_bias_and_dropout() {
 
 /// The 4-bit weights the packed tests run on: NF4 with double quantization and FP4 without, odd
 /// shapes (blocks that straddle rows, a trailing partial block), block sizes 64 and 128.
-fn bnb4_cases() -> Vec<(&'static str, [usize; 2], Bnb4bit)> {
+pub(crate) fn bnb4_cases() -> Vec<(&'static str, [usize; 2], Bnb4bit)> {
     let cases = [
         ("nf4+dq/64", [37, 45], QuantType::Nf4, 64, true),
         ("fp4/128", [29, 67], QuantType::Fp4, 128, false),
@@ -138,14 +138,17 @@ fn bnb4_cases() -> Vec<(&'static str, [usize; 2], Bnb4bit)> {
 }
 
 /// The host matrix and its GPU copy, so a `check` closure can pick the one on its inputs' device.
-fn host_and_gpu(q: Bnb4bit, dev: Device) -> (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>) {
+pub(crate) fn host_and_gpu(q: Bnb4bit, dev: Device) -> (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>) {
     let host: Arc<dyn PackedMatrix> = Arc::new(q);
     let on_gpu = engine::quant::to_device(&host, dev).unwrap();
     assert_eq!(on_gpu.device(), dev);
     (host, on_gpu)
 }
 
-fn pick<'a>(v: &Tensor, pair: &'a (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>)) -> &'a Arc<dyn PackedMatrix> {
+pub(crate) fn pick<'a>(
+    v: &Tensor,
+    pair: &'a (Arc<dyn PackedMatrix>, Arc<dyn PackedMatrix>),
+) -> &'a Arc<dyn PackedMatrix> {
     if v.device() == Device::Cpu {
         &pair.0
     } else {

@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// with `--features cuda`).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// Mixed precision: no or bf16 (matmul operands rounded to bf16, f32 accumulation; replaces
+    /// the file's `mixed_precision`).
+    #[arg(long, value_name = "no|bf16")]
+    pub mixed_precision: Option<String>,
 }
 
 pub fn run(args: &TrainArgs) -> CliResult<()> {
@@ -58,6 +62,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
             None
         },
         device: args.device.clone(),
+        mixed_precision: args.mixed_precision.clone(),
     };
     let summary = train::run(&args.config, &overrides)?;
     if args.quiet {

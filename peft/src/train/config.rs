@@ -229,6 +229,11 @@ pub struct TrainConfig {
     /// cuda`). The base model and the adapter move there after loading; data stay on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// `"no"` (default) or `"bf16"` (Hugging Face's `bf16=True`): the matmuls' operands, forward
+    /// and backward, are rounded to bf16 and multiplied with f32 accumulation (tensor cores on a
+    /// GPU); activations, gradients and weights stay f32. `"fp16"` is refused (needs loss scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<String>,
 }
 
 /// The PEFT classifier heads PEFT adds to `modules_to_save` for classification tasks.
@@ -279,6 +284,20 @@ impl TrainConfig {
         self.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)
     }
 
+    /// The autocast precision of `mixed_precision`: `None` for `"no"` (or absent), bf16 for `"bf16"`.
+    pub fn autocast_dtype(&self) -> Result<Option<engine::DType>> {
+        let bad = |detail: String| Err(Error::invalid("train config", format!("`mixed_precision`: {detail}")));
+        match self.mixed_precision.as_deref() {
+            None | Some("no") => Ok(None),
+            Some("bf16") => Ok(Some(engine::DType::BF16)),
+            Some("fp16") => {
+                bad("\"fp16\" needs loss scaling (small gradients underflow f16), which is not supported; use \"bf16\""
+                    .into())
+            }
+            Some(other) => bad(format!("\"{other}\" is not one of \"no\", \"bf16\"")),
+        }
+    }
+
     /// The 4-bit loading the run asks for (`quantization_config` with `load_in_4bit`), if any.
     pub fn bnb_4bit(&self) -> Result<Option<engine::quant::Bnb4bitConfig>> {
         let Some(v) = &self.quantization_config else { return Ok(None) };
@@ -323,6 +342,7 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let device = self.device()?;
+        self.autocast_dtype()?;
         // bitsandbytes 4-bit bases run on the GPU (their codes move there with the model); a GGUF
         // file's own blocks, which 4-bit loading keeps, have no GPU kernel.
         if self.bnb_4bit()?.is_some() && device != engine::Device::Cpu && engine::io::gguf::is_gguf(&self.model) {

@@ -34,6 +34,8 @@ pub struct Overrides {
     pub quantization_config: Option<serde_json::Value>,
     /// Replaces the file's `device` (`peft train --device cuda:0`).
     pub device: Option<String>,
+    /// Replaces the file's `mixed_precision` (`peft train --mixed-precision bf16`).
+    pub mixed_precision: Option<String>,
 }
 
 /// `peft train --config FILE`: reads the run file, applies `overrides`, trains.
@@ -56,6 +58,9 @@ pub fn run(config_path: &Path, overrides: &Overrides) -> Result<Summary> {
     }
     if let Some(d) = &overrides.device {
         config.device = Some(d.clone());
+    }
+    if let Some(m) = &overrides.mixed_precision {
+        config.mixed_precision = Some(m.clone());
     }
     config.validate().map_err(|e| Error::invalid("train", format!("after command-line overrides: {e}")))?;
     train(&config, overrides.quiet)

@@ -117,6 +117,9 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let task = config.task;
     let model_dir = &config.model;
     let bnb_4bit = config.bnb_4bit()?;
+    // bf16 mixed precision: forward, backward and evaluation run under the autocast guard.
+    let cast = config.autocast_dtype()?;
+    let autocast = || cast.map(engine::autocast).transpose();
     // On a GGUF file, 4-bit loading keeps the file's own blocks (see load_base_model).
     let gguf_blocks = bnb_4bit.is_some() && engine::io::gguf::is_gguf(model_dir);
     let (mut base, num_labels) = load_base_model(model_dir, task, config.num_labels, bnb_4bit.is_some())
@@ -309,7 +312,10 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     // Evaluation before training (kept in the checkpoints, so a resumed run reports it too).
     if resume_dir.is_none() {
         for (name, data) in &splits {
-            let m = evaluate(model.as_ref(), task, data, eval_bs, pad)?;
+            let m = {
+                let _cast = autocast()?;
+                evaluate(model.as_ref(), task, data, eval_bs, pad)?
+            };
             log.push(eval_record(name, "before", 0, 0.0, &m))?;
             state.eval_before.insert(name.to_string(), m);
         }
@@ -337,6 +343,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
         model.set_dropout_seed(config.seed, state.global_step);
         let mut grads = Grads::new();
         let mut step_loss = 0.0f64;
+        let cast_guard = autocast()?;
         for (b, &n) in batches.iter().zip(&terms).filter(|(_, &n)| n > 0) {
             // Each micro-batch's mean loss weighted by its share of the step's loss terms: the
             // gradient of the mean over the whole step (= 1/accumulation for equal micro-batches).
@@ -346,6 +353,7 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
             let scaled = if w == 1.0 { loss } else { loss.mul_scalar(w)? };
             grads.accumulate(scaled.backward()?)?;
         }
+        drop(cast_guard);
         let norm = if config.max_grad_norm > 0.0 {
             clip_grad_norm(&mut grads, &params, config.max_grad_norm)?
         } else {
@@ -401,7 +409,10 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
         }
         if config.eval_steps > 0 && step % config.eval_steps == 0 && step != total_steps {
             if let Some(d) = &dev {
-                let m = evaluate(model.as_ref(), task, d, eval_bs, pad)?;
+                let m = {
+                    let _cast = autocast()?;
+                    evaluate(model.as_ref(), task, d, eval_bs, pad)?
+                };
                 log.push(eval_record("dev", "during", step, epoch_f, &m))?;
                 progress.line(&format!("step {step}: dev {} {}", m.headline(), m.describe()));
             }
@@ -421,7 +432,10 @@ pub fn train(config: &TrainConfig, quiet: bool) -> Result<Summary> {
     let mut eval_after = BTreeMap::new();
     let epochs_done = state.epoch as f64 + state.batch_in_epoch as f64 / plan.len() as f64;
     for (name, data) in &splits {
-        let m = evaluate(model.as_ref(), task, data, eval_bs, pad)?;
+        let m = {
+            let _cast = autocast()?;
+            evaluate(model.as_ref(), task, data, eval_bs, pad)?
+        };
         log.push(eval_record(name, "after", state.global_step, epochs_done, &m))?;
         progress.result(&format!("{name} {} after: {}", m.headline(), m.describe()));
         eval_after.insert(name.to_string(), m);

@@ -4,7 +4,8 @@
 //! `W + BA` is never formed. Composed from separate ops the same layer would keep four full-size
 //! activations; the training-step benchmark's memory comes mostly from these. On a GPU (`cuda.rs`)
 //! the same three products are strided GEMMs accumulating into one output; a packed base (QLoRA) is
-//! dequantized on the device into an f32 scratch first (`quant_matmul::cuda`).
+//! dequantized on the device into an f32 scratch first (`quant_matmul::cuda`). Under
+//! `crate::autocast` every product's operands (the dequantized weight too) are rounded to bf16.
 #[cfg(feature = "cuda")]
 mod cuda;
 
@@ -114,6 +115,8 @@ fn lora_linear_on(
         devices.push(w);
     }
     let device = common_device(OP, &devices)?;
+    // Under autocast every GEMM operand is rounded to bf16, `xa`'s inside matmul (`crate::autocast`).
+    let cast = crate::autocast::autocast_dtype();
     let (x2, xd2) = (as_rows(&x, in_f)?, as_rows(&xd, in_f)?);
     // xa = x_d·Aᵀ [n, r], kept for the backward.
     let xa = {
@@ -125,11 +128,21 @@ fn lora_linear_on(
     shape[last] = out_f;
     let out = match device {
         Device::Cpu => {
-            let out = host_forward(&x2, &base, bias.as_ref(), &xa, &b, scaling, out_f)?;
+            let out = match cast {
+                Some(dt) => {
+                    let r = |t: &Tensor| crate::autocast::round_operand(t, dt);
+                    let base = match &base {
+                        Base::Dense(w) => Base::Dense(r(w)?),
+                        Base::Packed(p) => Base::Packed(p.clone()),
+                    };
+                    host_forward(&r(&x2)?, &base, bias.as_ref(), &r(&xa)?, &r(&b)?, scaling, out_f, true)?
+                }
+                None => host_forward(&x2, &base, bias.as_ref(), &xa, &b, scaling, out_f, false)?,
+            };
             Tensor::from_op(CpuStorage::F32(out), &shape, None)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(o) => cuda::forward(o, &x2, &base, bias.as_ref(), &xa, &b, scaling, &shape)?,
+        Device::Cuda(o) => cuda::forward(o, &x2, &base, bias.as_ref(), &xa, &b, scaling, &shape, cast)?,
     };
     let x_shape = x.shape().to_vec();
     let dense_w = match &base {
@@ -144,6 +157,8 @@ fn lora_linear_on(
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let has_bias = bias.is_some();
     let node = record(OP, &refs, move |_, g| {
+        // The backward's GEMMs round their operands as the forward's did.
+        let _cast = crate::autocast::set(cast);
         let g2 = as_rows(g, out_f)?;
         let want = |t: &Tensor| t.tracks_grad();
         let gx = match &base {
@@ -184,6 +199,8 @@ fn lora_linear_on(
 }
 
 /// The host forward: `x2·Wᵀ` (or the packed product), `+= s·xa·Bᵀ`, `+= bias`, as `[n, out]` rows.
+/// `cast`: the operands are rounded to bf16 already; a packed weight's tiles are rounded here.
+#[allow(clippy::too_many_arguments)]
 fn host_forward(
     x2: &Tensor,
     base: &Base,
@@ -192,6 +209,7 @@ fn host_forward(
     b: &Tensor,
     scaling: f32,
     out_f: usize,
+    cast: bool,
 ) -> Result<Vec<f32>> {
     let (n, in_f, r) = (x2.shape()[0], x2.shape()[1], xa.shape()[1]);
     let mut out = crate::cpu::pool::alloc_f32(n * out_f);
@@ -220,7 +238,7 @@ fn host_forward(
         }
         Base::Packed(p) => {
             let xc = x2.contiguous()?;
-            crate::ops::quant_matmul::forward_into(&xc.read::<f32>(OP)?, n, p.as_ref(), &mut out)?;
+            crate::ops::quant_matmul::forward_into(&xc.read::<f32>(OP)?, n, p.as_ref(), &mut out, cast)?;
         }
     }
     let (xas, bs) = (xa.read::<f32>(OP)?, b.read_all::<f32>(OP)?);

@@ -94,6 +94,45 @@ pub(crate) fn gemm_batches(
     in_chunks(g, [a_off, b_off, c_off], |[oa, ob, oc], part| cuda::ops::gemm_f32_at(d, a, oa, b, ob, c, oc, part))
 }
 
+/// A GEMM operand's device buffer: f32, or bf16 bits (autocast rounds f32 operands to these).
+#[derive(Clone, Copy)]
+pub(crate) enum Operand<'a> {
+    F32(&'a Buffer<f32>),
+    BF16(&'a Buffer<u16>),
+}
+
+impl<'a> Operand<'a> {
+    /// The operand view of a tensor's buffer, or an error naming the dtype (only f32 and bf16 are GEMM
+    /// operands here).
+    pub(crate) fn of(op: &'static str, buf: &'a GpuBuf) -> Result<Self> {
+        match buf {
+            GpuBuf::F32(b) => Ok(Operand::F32(b)),
+            GpuBuf::BF16(b) => Ok(Operand::BF16(b)),
+            other => Err(Error::invalid(op, format!("a GEMM operand of dtype {:?}: need f32 or bf16", other.dtype()))),
+        }
+    }
+}
+
+/// One GEMM `c[c_off..] = α·a[a_off..]·b[b_off..] + β·c`: the f32 GEMM for two f32 operands, the
+/// tensor-core one (f32 accumulation and result) for two bf16 operands.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_at(
+    d: &cuda::Device,
+    a: Operand,
+    a_off: usize,
+    b: Operand,
+    b_off: usize,
+    c: &mut Buffer<f32>,
+    c_off: usize,
+    g: &GemmShape,
+) -> cuda::Result<()> {
+    match (a, b) {
+        (Operand::F32(x), Operand::F32(y)) => cuda::ops::gemm_f32_at(d, x, a_off, y, b_off, c, c_off, g),
+        (Operand::BF16(x), Operand::BF16(y)) => cuda::ops::gemm_half_at(d, x, a_off, y, b_off, c, c_off, g, true),
+        _ => Err(cuda::Error::invalid("gemm", "one f32 and one bf16 operand: both must be the same type")),
+    }
+}
+
 /// Splits `g.batch` GEMMs from element offsets `offs` (A, B, C) into launches of at most `MAX_BATCH`.
 fn in_chunks(
     g: &GemmShape,

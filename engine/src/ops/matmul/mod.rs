@@ -1,6 +1,8 @@
 //! Matrix multiplication, batched with broadcasting over leading dims. Transposed and strided
 //! operands go straight to the GEMM as strides (the packing step absorbs them): no copies. On a GPU
-//! (`cuda.rs`) the same layouts become the strided, batched GEMM's arguments.
+//! (`cuda.rs`) the same layouts become the strided, batched GEMM's arguments. Under
+//! `crate::autocast` the operands (forward and backward) are rounded to bf16 first: on a GPU they
+//! become bf16 tensors for the tensor-core GEMM, on the host rounded f32 values for the f32 GEMM.
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
@@ -37,40 +39,53 @@ impl Tensor {
                 format!("inner dims differ: {:?} · {:?} ({k} vs {k2})", a.shape(), b.shape()),
             ));
         }
-        let device = common_device("matmul", &[&a, &b])?;
-        // [B..., m, k] · [k, n] with mergeable batch dims is one big GEMM.
-        let flat =
-            if b.rank() == 2 && a.rank() > 2 { a.layout().reshape(&[a.numel() / k.max(1), k]).ok() } else { None };
-        let (la, lb, shape) = match flat {
-            Some(flat) => {
-                let mut shape = a.shape().to_vec();
-                let last = shape.len() - 1;
-                shape[last] = n;
-                (flat, b.layout().clone(), shape)
+        let cast = crate::autocast::autocast_dtype();
+        let out = match cast {
+            // Under autocast f32 operands are rounded first (two half GPU operands already are).
+            Some(dt) if a.dtype() == crate::DType::F32 || b.dtype() == crate::DType::F32 => {
+                product(&crate::autocast::round_operand(&a, dt)?, &crate::autocast::round_operand(&b, dt)?, [m, n, k])?
             }
-            None => {
-                let batch = broadcast_shapes("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
-                let mut sa = batch.clone();
-                sa.extend([m, k]);
-                let mut sb = batch.clone();
-                sb.extend([k, n]);
-                let mut shape = batch;
-                shape.extend([m, n]);
-                (a.layout().broadcast_as(&sa)?, b.layout().broadcast_as(&sb)?, shape)
-            }
+            _ => product(&a, &b, [m, n, k])?,
         };
-        let out = match device {
-            Device::Cpu => {
-                let (r, rows) = (la.rank(), la.shape()[la.rank() - 2]);
-                let nb = la.shape()[..r - 2].iter().product();
-                let out = gemm_batched(&a, &la, &b, &lb, nb, rows, n, k)?;
-                Tensor::from_op(CpuStorage::F32(out), &shape, None)
-            }
-            #[cfg(feature = "cuda")]
-            Device::Cuda(o) => cuda::matmul(o, (&a, &la), (&b, &lb), &shape)?,
-        };
-        Ok(out.with_node_opt(matmul_node(&a, &b)))
+        Ok(out.with_node_opt(matmul_node(&a, &b, cast)))
     }
+}
+
+/// `a [..., m, k] · b [..., k, n]` (shapes checked), recording nothing: f32 on the host, f32 or two
+/// half operands on a GPU.
+fn product(a: &Tensor, b: &Tensor, [m, n, k]: [usize; 3]) -> Result<Tensor> {
+    let device = common_device("matmul", &[a, b])?;
+    // [B..., m, k] · [k, n] with mergeable batch dims is one big GEMM.
+    let flat = if b.rank() == 2 && a.rank() > 2 { a.layout().reshape(&[a.numel() / k.max(1), k]).ok() } else { None };
+    let (la, lb, shape) = match flat {
+        Some(flat) => {
+            let mut shape = a.shape().to_vec();
+            let last = shape.len() - 1;
+            shape[last] = n;
+            (flat, b.layout().clone(), shape)
+        }
+        None => {
+            let batch = broadcast_shapes("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
+            let mut sa = batch.clone();
+            sa.extend([m, k]);
+            let mut sb = batch.clone();
+            sb.extend([k, n]);
+            let mut shape = batch;
+            shape.extend([m, n]);
+            (a.layout().broadcast_as(&sa)?, b.layout().broadcast_as(&sb)?, shape)
+        }
+    };
+    let out = match device {
+        Device::Cpu => {
+            let (r, rows) = (la.rank(), la.shape()[la.rank() - 2]);
+            let nb = la.shape()[..r - 2].iter().product();
+            let out = gemm_batched(a, &la, b, &lb, nb, rows, n, k)?;
+            Tensor::from_op(CpuStorage::F32(out), &shape, None)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(o) => cuda::matmul(o, (a, &la), (b, &lb), &shape)?,
+    };
+    Ok(out)
 }
 
 /// Two bf16 (or two f16) operands on a GPU, neither differentiated, go to the tensor-core GEMM as
@@ -81,9 +96,12 @@ fn half_on_gpu(a: &Tensor, b: &Tensor) -> bool {
     half && a.device() != Device::Cpu && a.device() == b.device() && !a.tracks_grad() && !b.tracks_grad()
 }
 
-fn matmul_node(a: &Tensor, b: &Tensor) -> Option<crate::autograd::Node> {
+/// The backward replays the forward's autocast state (`cast`), so its GEMMs round their operands
+/// as the forward's did, whatever the state when the backward runs.
+fn matmul_node(a: &Tensor, b: &Tensor, cast: Option<crate::DType>) -> Option<crate::autograd::Node> {
     let (ia, ib) = (a.clone(), b.clone());
     record("matmul", &[a, b], move |_, g| {
+        let _cast = crate::autocast::set(cast);
         let ga = if ia.tracks_grad() { Some(g.matmul(&ib.t()?)?.sum_to(ia.shape())?) } else { None };
         let gb = if !ib.tracks_grad() {
             None

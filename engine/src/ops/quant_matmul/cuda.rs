@@ -6,6 +6,7 @@
 //! from ever existing whole to stay small in RAM) there is no reason to pay many narrow GEMMs.
 use crate::error::{Error, Result};
 use crate::gpu::with_device;
+use crate::ops::matmul::cuda::{gemm_at, Operand};
 use crate::quant::PackedMatrix;
 use crate::storage::Device;
 use crate::tensor::Tensor;
@@ -60,11 +61,12 @@ fn gemm(m: usize, n: usize, k: usize, a: [usize; 2], b: [usize; 2], c_m: usize, 
 }
 
 /// `out [rows, out] = x·dequant(W)ᵀ + beta·out`, `x` read as `[rows, in]` from element `x_off` of
-/// `x` with (row, col) strides `xs`. `w` must be on `d`'s GPU (see [`check_on`]).
+/// `x` with (row, col) strides `xs`. `w` must be on `d`'s GPU (see [`check_on`]). A bf16 `x`
+/// (autocast) takes the weight rounded to bf16 too, and the tensor-core GEMM.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_forward(
     d: &cuda::Device,
-    x: &cuda::Buffer<f32>,
+    x: Operand,
     x_off: usize,
     xs: [usize; 2],
     rows: usize,
@@ -77,15 +79,45 @@ pub(crate) fn accumulate_forward(
         return Ok(());
     }
     let t = tile_rows(out_f, in_f);
-    let mut tile = d.alloc::<f32>(t * in_f)?;
+    let mut tile = Tile::new(d, t * in_f, matches!(x, Operand::BF16(_)))?;
     for r0 in (0..out_f).step_by(t) {
         let r1 = (r0 + t).min(out_f);
-        w.dequantize_rows_gpu(d, r0..r1, &mut tile)?;
+        let wt = tile.dequantize(d, w, r0..r1)?;
         // B[k][j] = W[r0 + j][k]: the tile read transposed through strides, into columns r0..r1.
         let g = gemm(rows, r1 - r0, in_f, xs, [1, in_f], out_f, beta);
-        cuda::ops::gemm_f32_at(d, x, x_off, &tile, 0, out, r0, &g)?;
+        gemm_at(d, x, x_off, wt, 0, out, r0, &g)?;
     }
     Ok(())
+}
+
+/// The dequantization scratch: f32, plus its bf16 rounding under autocast.
+struct Tile {
+    f32: cuda::Buffer<f32>,
+    bf16: Option<cuda::Buffer<u16>>,
+}
+
+impl Tile {
+    fn new(d: &cuda::Device, len: usize, bf16: bool) -> cuda::Result<Self> {
+        Ok(Tile { f32: d.alloc::<f32>(len)?, bf16: if bf16 { Some(d.alloc::<u16>(len)?) } else { None } })
+    }
+
+    /// Rows `rows` of `w` as a GEMM operand (row-major from element 0).
+    fn dequantize(
+        &mut self,
+        d: &cuda::Device,
+        w: &dyn PackedMatrix,
+        rows: std::ops::Range<usize>,
+    ) -> cuda::Result<Operand<'_>> {
+        w.dequantize_rows_gpu(d, rows, &mut self.f32)?;
+        match &mut self.bf16 {
+            Some(h) => {
+                // Rows past this tile's (the last one's) are stale; no GEMM reads them.
+                cuda::ops::cast_to_half(d, &self.f32, h, true)?;
+                Ok(Operand::BF16(h))
+            }
+            None => Ok(Operand::F32(&self.f32)),
+        }
+    }
 }
 
 /// `out [rows, out] = ones·biasᵀ`: the bias (`buf` from element `off`, stride `stride`) in every row,
@@ -116,7 +148,8 @@ pub(crate) fn forward(
     check_on(OP, w, ordinal)?;
     let [out_f, in_f] = w.shape();
     let rows = xc.numel() / in_f.max(1);
-    let (xbuf, x_off) = (xc.gpu_f32(OP)?, xc.layout().offset());
+    let (xbuf, x_off) = (xc.gpu_buf(OP)?, xc.layout().offset());
+    let x = Operand::of(OP, &xbuf)?;
     let bias =
         bias.map(|t| Ok::<_, Error>((t.gpu_f32(OP)?, t.layout().offset(), t.layout().strides()[0]))).transpose()?;
     let out = with_device(OP, ordinal, |d| {
@@ -128,33 +161,44 @@ pub(crate) fn forward(
             write_bias(d, buf, *off, *stride, rows, out_f, &mut out)?;
             beta = 1.0;
         }
-        accumulate_forward(d, &xbuf, x_off, [in_f, 1], rows, w, &mut out, beta)?;
+        accumulate_forward(d, x, x_off, [in_f, 1], rows, w, &mut out, beta)?;
         Ok(out)
     })?;
     Ok(Tensor::from_gpu(out, ordinal, shape, None))
 }
 
-/// `g [..., out]·dequant(W) → [..., in]` on GPU `ordinal`, tile by tile over the output features.
-pub(crate) fn input_grad(ordinal: u32, g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
+/// `g [..., out]·dequant(W) → [..., in]` on GPU `ordinal`, tile by tile over the output features;
+/// under autocast (`cast`) both rounded to bf16 and multiplied on the tensor cores.
+pub(crate) fn input_grad(
+    ordinal: u32,
+    g: &Tensor,
+    w: &dyn PackedMatrix,
+    x_shape: &[usize],
+    cast: Option<crate::DType>,
+) -> Result<Tensor> {
     check_on(OP, w, ordinal)?;
     let [out_f, in_f] = w.shape();
-    let gc = g.contiguous()?;
+    let gc = match cast {
+        Some(dt) => crate::autocast::round_operand(g, dt)?,
+        None => g.contiguous()?,
+    };
     let rows = gc.numel() / out_f.max(1);
-    let (gbuf, g_off) = (gc.gpu_f32(OP)?, gc.layout().offset());
+    let (gbuf, g_off) = (gc.gpu_buf(OP)?, gc.layout().offset());
+    let gop = Operand::of(OP, &gbuf)?;
     let gx = with_device(OP, ordinal, |d| {
         if rows == 0 || out_f == 0 || in_f == 0 {
             return d.zeros::<f32>(rows * in_f);
         }
         let mut gx = d.alloc::<f32>(rows * in_f)?;
         let t = tile_rows(out_f, in_f);
-        let mut tile = d.alloc::<f32>(t * in_f)?;
+        let mut tile = Tile::new(d, t * in_f, matches!(gop, Operand::BF16(_)))?;
         for r0 in (0..out_f).step_by(t) {
             let r1 = (r0 + t).min(out_f);
-            w.dequantize_rows_gpu(d, r0..r1, &mut tile)?;
+            let wt = tile.dequantize(d, w, r0..r1)?;
             // gx (+)= g[:, r0..r1]·W[r0..r1, :]
             let beta = if r0 == 0 { 0.0 } else { 1.0 };
             let shape = gemm(rows, in_f, r1 - r0, [out_f, 1], [in_f, 1], in_f, beta);
-            cuda::ops::gemm_f32_at(d, &gbuf, g_off + r0, &tile, 0, &mut gx, 0, &shape)?;
+            gemm_at(d, gop, g_off + r0, wt, 0, &mut gx, 0, &shape)?;
         }
         Ok(gx)
     })?;

@@ -2,7 +2,8 @@
 //! of rows at a time into one small buffer that each tile's GEMM reads at once, so the f32 weight
 //! never exists whole (a 4-bit model stays 4-bit in memory). Backward gives the input gradient
 //! `g·dequant(W)` the same way, and nothing for the weight: it is frozen by construction. On a GPU
-//! (`cuda.rs`) the same products run on the weight's device copy (bitsandbytes 4-bit only).
+//! (`cuda.rs`) the same products run on the weight's device copy (bitsandbytes 4-bit only). Under
+//! `crate::autocast` the input (or gradient) and each dequantized tile are rounded to bf16.
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 
@@ -30,8 +31,8 @@ fn tile_rows(rows: usize, cols: usize) -> usize {
 
 /// Dequantizes `w` a tile of rows at a time into one buffer from the buffer cache (each call of
 /// a training step would otherwise fault in a fresh MiB per layer) and hands each tile
-/// `[r1 - r0, in]` to `f` with its row range.
-fn for_each_tile(w: &dyn PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) -> Result<()> {
+/// `[r1 - r0, in]` to `f` with its row range, rounded to bf16 when `cast` (autocast).
+fn for_each_tile(w: &dyn PackedMatrix, cast: bool, mut f: impl FnMut(usize, usize, &[f32])) -> Result<()> {
     let [out_f, in_f] = w.shape();
     let t = tile_rows(out_f, in_f);
     let mut tile = crate::cpu::pool::alloc_f32(t * in_f);
@@ -42,6 +43,9 @@ fn for_each_tile(w: &dyn PackedMatrix, mut f: impl FnMut(usize, usize, &[f32])) 
         if let Err(e) = w.dequantize_rows(r0..r1, buf) {
             result = Err(e);
             break;
+        }
+        if cast {
+            crate::autocast::round_bf16(buf);
         }
         f(r0, r1, buf);
     }
@@ -69,14 +73,19 @@ pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor
     let last = shape.len() - 1;
     shape[last] = out_f;
     let device = common_device(OP, &std::iter::once(&x).chain(bias.as_ref()).collect::<Vec<_>>())?;
-    let xc = x.contiguous()?;
+    // Under autocast the input and the dequantized weight are rounded to bf16 (see `crate::autocast`).
+    let cast = crate::autocast::autocast_dtype();
+    let xc = match cast {
+        Some(dt) => crate::autocast::round_operand(&x, dt)?,
+        None => x.contiguous()?,
+    };
     let out = match device {
         Device::Cpu => {
             let rows = xc.numel() / in_f.max(1);
             let mut y = crate::cpu::pool::alloc_f32(rows * out_f);
             {
                 let xs = xc.read::<f32>(OP)?;
-                forward_into(&xs, rows, w.as_ref(), &mut y)?;
+                forward_into(&xs, rows, w.as_ref(), &mut y, cast.is_some())?;
             }
             if let Some(b) = &bias {
                 let bv = b.contiguous()?.to_vec::<f32>()?;
@@ -94,6 +103,7 @@ pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor
     let (x_tracks, x_shape) = (x.tracks_grad(), x.shape().to_vec());
     let has_bias = bias.is_some();
     let node = record(OP, &inputs, move |_, g| {
+        let _cast = crate::autocast::set(cast);
         let gx = if x_tracks { Some(input_grad(g, wb.as_ref(), &x_shape)?) } else { None };
         let mut grads = vec![gx];
         if has_bias {
@@ -104,8 +114,9 @@ pub fn packed_linear(x: &Tensor, w: &Arc<dyn PackedMatrix>, bias: Option<&Tensor
     Ok(out.with_node_opt(node))
 }
 
-/// `y [rows, out] = x [rows, in] · dequant(W)ᵀ`, tile by tile.
-pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32]) -> Result<()> {
+/// `y [rows, out] = x [rows, in] · dequant(W)ᵀ`, tile by tile; with `cast` each tile is rounded to
+/// bf16 (autocast: the caller rounds `x`).
+pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32], cast: bool) -> Result<()> {
     let [out_f, in_f] = w.shape();
     if x.len() != rows * in_f || y.len() != rows * out_f {
         return Err(Error::shape(
@@ -116,26 +127,31 @@ pub fn forward_into(x: &[f32], rows: usize, w: &dyn PackedMatrix, y: &mut [f32])
     if rows == 0 || out_f == 0 {
         return Ok(());
     }
-    for_each_tile(w, |r0, r1, tile| {
+    for_each_tile(w, cast, |r0, r1, tile| {
         // B[k][j] = W[r0 + j][k]: the tile read transposed through strides.
         sgemm(rows, r1 - r0, in_f, 1.0, x, in_f, 1, tile, 1, in_f, 0.0, &mut y[r0..], out_f, 1, Parallelism::Rayon);
     })?;
     Ok(())
 }
 
-/// `g [..., out] · dequant(W) → [..., in]`, tile by tile over the output features.
+/// `g [..., out] · dequant(W) → [..., in]`, tile by tile over the output features; under autocast
+/// with both rounded to bf16.
 pub(crate) fn input_grad(g: &Tensor, w: &dyn PackedMatrix, x_shape: &[usize]) -> Result<Tensor> {
+    let cast = crate::autocast::autocast_dtype();
     #[cfg(feature = "cuda")]
     if let Device::Cuda(o) = g.device() {
-        return cuda::input_grad(o, g, w, x_shape);
+        return cuda::input_grad(o, g, w, x_shape, cast);
     }
     let [out_f, in_f] = w.shape();
-    let gc = g.contiguous()?;
+    let gc = match cast {
+        Some(dt) => crate::autocast::round_operand(g, dt)?,
+        None => g.contiguous()?,
+    };
     let rows = gc.numel() / out_f.max(1);
     let mut gx = crate::cpu::pool::alloc_f32_zeroed(rows * in_f);
     {
         let gs = gc.read::<f32>(OP)?;
-        for_each_tile(w, |r0, r1, tile| {
+        for_each_tile(w, cast.is_some(), |r0, r1, tile| {
             sgemm(
                 rows,
                 in_f,
