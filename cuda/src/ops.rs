@@ -55,11 +55,40 @@ fn gemm_args<A: Element>(a: &Buffer<A>, b: &Buffer<A>, c: &Buffer<f32>, g: &Gemm
 
 /// f32 GEMM on the SIMT cores.
 pub fn gemm_f32(dev: &Device, a: &Buffer<f32>, b: &Buffer<f32>, c: &mut Buffer<f32>, g: &GemmShape) -> Result<()> {
-    let grid = g.check("gemm_f32", a.len(), b.len(), c.len())?;
-    if grid.contains(&0) {
-        return Ok(()); // an empty C: nothing to write (a zero-sized grid is a launch error)
+    match gemm_at_args("gemm_f32", a, 0, b, 0, c, 0, g)? {
+        Some((grid, args)) => dev.launch(&sig::GEMM_F32, grid, BLOCK, &args),
+        None => Ok(()),
     }
-    dev.launch(&sig::GEMM_F32, grid, BLOCK, &gemm_args(a, b, c, g))
+}
+
+/// A GEMM whose operands start at element offsets into their buffers: checks the extents the shape
+/// reaches past each offset and returns the grid (`None` for an empty C: nothing to launch) and the
+/// arguments with the offset addresses.
+#[allow(clippy::too_many_arguments)]
+fn gemm_at_args<A: Element>(
+    op: &'static str,
+    a: &Buffer<A>,
+    a_off: usize,
+    b: &Buffer<A>,
+    b_off: usize,
+    c: &Buffer<f32>,
+    c_off: usize,
+    g: &GemmShape,
+) -> Result<Option<([u32; 3], Vec<Arg>)>> {
+    let past = |what: &str, off: usize, len: usize| -> Result<usize> {
+        len.checked_sub(off)
+            .ok_or_else(|| Error::invalid(op, format!("{what} offset {off} is past its buffer of {len} elements")))
+    };
+    let (a_len, b_len, c_len) = (past("A", a_off, a.len())?, past("B", b_off, b.len())?, past("C", c_off, c.len())?);
+    let grid = g.check(op, a_len, b_len, c_len)?;
+    if grid.contains(&0) {
+        return Ok(None); // an empty C: nothing to write (a zero-sized grid is a launch error)
+    }
+    let mut args = gemm_args(a, b, c, g);
+    args[0] = a.arg_at(a_off);
+    args[1] = b.arg_at(b_off);
+    args[2] = c.arg_at(c_off);
+    Ok(Some((grid, args)))
 }
 
 /// Whether the cp.async / ldmatrix tensor-core GEMM (`gemm_bf16_fast` / `gemm_f16_fast` in
@@ -109,12 +138,10 @@ pub fn gemm_half(
     g: &GemmShape,
     bf16: bool,
 ) -> Result<()> {
-    let grid = g.check("gemm_half", a.len(), b.len(), c.len())?;
-    if grid.contains(&0) {
-        return Ok(());
+    match gemm_at_args("gemm_half", a, 0, b, 0, c, 0, g)? {
+        Some((grid, args)) => dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args),
+        None => Ok(()),
     }
-    let args = gemm_args(a, b, c, g);
-    dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args)
 }
 
 /// Sets the first `n` elements of `y` to `value`.
@@ -662,21 +689,10 @@ pub fn gemm_f32_at(
     c_off: usize,
     g: &GemmShape,
 ) -> Result<()> {
-    const OP: &str = "gemm_f32_at";
-    let past = |what: &str, off: usize, len: usize| -> Result<usize> {
-        len.checked_sub(off)
-            .ok_or_else(|| Error::invalid(OP, format!("{what} offset {off} is past its buffer of {len} elements")))
-    };
-    let (a_len, b_len, c_len) = (past("A", a_off, a.len())?, past("B", b_off, b.len())?, past("C", c_off, c.len())?);
-    let grid = g.check(OP, a_len, b_len, c_len)?;
-    if grid.contains(&0) {
-        return Ok(());
+    match gemm_at_args("gemm_f32_at", a, a_off, b, b_off, c, c_off, g)? {
+        Some((grid, args)) => dev.launch(&sig::GEMM_F32, grid, BLOCK, &args),
+        None => Ok(()),
     }
-    let mut args = gemm_args(a, b, c, g);
-    args[0] = a.arg_at(a_off);
-    args[1] = b.arg_at(b_off);
-    args[2] = c.arg_at(c_off);
-    dev.launch(&sig::GEMM_F32, grid, BLOCK, &args)
 }
 
 /// `gemm_half` (bf16 when `bf16`, else f16 operands; f32 C) with each operand at an element offset,
@@ -693,21 +709,10 @@ pub fn gemm_half_at(
     g: &GemmShape,
     bf16: bool,
 ) -> Result<()> {
-    const OP: &str = "gemm_half_at";
-    let past = |what: &str, off: usize, len: usize| -> Result<usize> {
-        len.checked_sub(off)
-            .ok_or_else(|| Error::invalid(OP, format!("{what} offset {off} is past its buffer of {len} elements")))
-    };
-    let (a_len, b_len, c_len) = (past("A", a_off, a.len())?, past("B", b_off, b.len())?, past("C", c_off, c.len())?);
-    let grid = g.check(OP, a_len, b_len, c_len)?;
-    if grid.contains(&0) {
-        return Ok(());
+    match gemm_at_args("gemm_half_at", a, a_off, b, b_off, c, c_off, g)? {
+        Some((grid, args)) => dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args),
+        None => Ok(()),
     }
-    let mut args = gemm_args(a, b, c, g);
-    args[0] = a.arg_at(a_off);
-    args[1] = b.arg_at(b_off);
-    args[2] = c.arg_at(c_off);
-    dev.launch(half_gemm_kernel(g, &args, bf16), grid, BLOCK, &args)
 }
 
 // --- selection and data movement (kernels/cu/select.cu): cat / stack / narrow backward, where, compare ---
