@@ -157,6 +157,9 @@ pub struct EvalOptions {
     pub load_in_4bit: Option<engine::quant::Bnb4bitConfig>,
     /// Where to run (default: the host).
     pub device: Option<engine::Device>,
+    /// bf16 mixed precision for the matmuls (`engine::autocast`), as the adapter was trained with
+    /// `mixed_precision: "bf16"`; `None` computes in f32.
+    pub autocast: Option<engine::DType>,
 }
 
 /// What [`run`] reports.
@@ -242,6 +245,7 @@ pub fn run(
     };
     let examples = load_jsonl(data_file, &spec, &LazyTokenizer::new(model_dir))?;
     let pad = pad_id(model_dir, model_config.pad_token_id);
+    let _cast = options.autocast.map(engine::autocast).transpose()?;
     let metrics = evaluate(model.as_ref(), task, &examples, options.batch_size.unwrap_or(32), pad)?;
     Ok(EvalReport {
         task,

@@ -798,6 +798,19 @@ fn bf16_mixed_precision_trains_and_differs_from_f32() {
     assert!(mean(&losses[35..]) < 0.7 * mean(&losses[..3]), "bf16 loss did not go down: {losses:?}");
     let (before, after) = (s.eval_before["dev"].perplexity.unwrap(), s.eval_after["dev"].perplexity.unwrap());
     assert!(after < 0.5 * before, "bf16 dev perplexity {before} -> {after}");
+    // `peft eval` in bf16 reproduces the trainer's evaluation of the trained adapter; in f32 it differs.
+    let eval = |autocast| {
+        let options = peft::eval::EvalOptions { autocast, ..Default::default() };
+        let (model, adapter) = (fixture_model("llama"), dir.path().join("out/adapter"));
+        peft::eval::run(&model, Some(&adapter), &dir.path().join("dev.jsonl"), &options)
+            .unwrap()
+            .metrics
+            .perplexity
+            .unwrap()
+    };
+    let (in_bf16, in_f32) = (eval(Some(engine::DType::BF16)), eval(None));
+    assert!((in_bf16 - after).abs() <= 1e-6 * after, "peft eval in bf16 {in_bf16}, the trainer's {after}");
+    assert!((in_f32 - after).abs() > 1e-7 * after, "peft eval in f32 ignored nothing? {in_f32} vs {after}");
     // The run file's key gives the same run as the command line.
     let file_dir = TempDir::new("bf16-file");
     let mut with_key = extra.clone();

@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// `bf16`: the matmuls round their operands to bf16 (f32 accumulation), as in a run trained with
+    /// `mixed_precision: "bf16"`; `no` (default) computes in f32.
+    #[arg(long, value_name = "no|bf16")]
+    pub mixed_precision: Option<String>,
 }
 
 pub fn run(args: &EvalArgs) -> CliResult<()> {
@@ -55,6 +59,11 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         max_seq_length: args.max_seq_length,
         load_in_4bit: if args.load_in_4bit { Some(args.quant.config()?) } else { None },
         device: args.device.as_deref().map(engine::Device::parse).transpose()?,
+        autocast: match args.mixed_precision.as_deref() {
+            None | Some("no") => None,
+            Some("bf16") => Some(engine::DType::BF16),
+            Some(other) => return Err(format!("--mixed-precision {other}: expected no or bf16").into()),
+        },
     };
     let report = eval::run(&args.model, args.adapter.as_deref(), &args.data, &options)?;
     for w in &report.warnings {
