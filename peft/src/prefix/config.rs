@@ -61,10 +61,8 @@ impl PrefixShape {
 impl PrefixTuningConfig {
     /// A config with PEFT's defaults and `num_virtual_tokens` virtual tokens.
     pub fn new(num_virtual_tokens: usize) -> PrefixTuningConfig {
-        let json = serde_json::json!({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": num_virtual_tokens});
-        let common = serde_json::from_value(json).unwrap_or_else(|_| unreachable!("the fields are complete"));
         PrefixTuningConfig {
-            common,
+            common: PromptLearningFields::new("PREFIX_TUNING", num_virtual_tokens),
             init_weights: None,
             encoder_hidden_size: None,
             prefix_projection: false,

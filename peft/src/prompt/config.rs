@@ -41,6 +41,24 @@ pub struct PromptLearningFields {
 }
 
 impl PromptLearningFields {
+    /// PEFT's defaults for a `peft_type` config with `num_virtual_tokens` virtual tokens.
+    pub fn new(peft_type: &str, num_virtual_tokens: usize) -> PromptLearningFields {
+        PromptLearningFields {
+            peft_type: peft_type.to_string(),
+            task_type: None,
+            base_model_name_or_path: None,
+            revision: None,
+            inference_mode: false,
+            num_virtual_tokens,
+            token_dim: None,
+            num_transformer_submodules: None,
+            num_attention_heads: None,
+            num_layers: None,
+            modules_to_save: None,
+            auto_mapping: None,
+        }
+    }
+
     pub(crate) fn validate(&self, expected_type: &str) -> Result<()> {
         let bad = |d: String| Err(Error::invalid("adapter_config", d));
         if self.peft_type != expected_type {
