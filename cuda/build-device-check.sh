@@ -14,29 +14,24 @@ mkdir -p "$out"
 export CUDA_LIBRARY_PATH="$stub"
 cargo build --release -p cuda --features driver --bin gemm-bench
 cp target/release/gemm-bench "$out/gemm-bench"
-# The path of a test binary that `cargo test --no-run` builds: the executable of its artifact message.
-test_binary() {
-  cargo test --release "$@" --no-run --message-format=json 2>/dev/null | python3 -c 'import json, sys
+# Builds one test target (`PACKAGE FEATURE TEST`) and copies its executable (from the artifact
+# message `cargo test --no-run` prints) to $out/NAME.
+copy_test() {
+  local name="$1" package="$2" feature="$3" test="$4" bin
+  bin="$(cargo test --release -p "$package" --features "$feature" --test "$test" --no-run --message-format=json \
+    2>/dev/null | python3 -c 'import json, sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])'
+        print(m["executable"])')"
+  [[ -n "$bin" ]] || { echo "could not build the $package $test tests" >&2; exit 1; }
+  cp "$bin" "$out/$name"
 }
-bin="$(test_binary -p cuda --features driver --test gpu)"
-[[ -n "$bin" ]] || { echo "could not build the cuda gpu tests" >&2; exit 1; }
-cp "$bin" "$out/gpu-tests"
-bin="$(test_binary -p cuda --features driver --test cache)"
-[[ -n "$bin" ]] || { echo "could not build the cuda cache tests" >&2; exit 1; }
-cp "$bin" "$out/cache-tests"
-bin="$(test_binary -p engine --features cuda --test cuda_backend)"
-[[ -n "$bin" ]] || { echo "could not build the engine cuda_backend tests" >&2; exit 1; }
-cp "$bin" "$out/engine-cuda-tests"
-bin="$(test_binary -p engine --features cuda --test gpu_ops)"
-[[ -n "$bin" ]] || { echo "could not build the engine gpu_ops tests" >&2; exit 1; }
-cp "$bin" "$out/engine-gpu-ops"
-bin="$(test_binary -p peft --features cuda --test gpu_train)"
-[[ -n "$bin" ]] || { echo "could not build the peft gpu_train tests" >&2; exit 1; }
-cp "$bin" "$out/peft-gpu-train"
+copy_test gpu-tests cuda driver gpu
+copy_test cache-tests cuda driver cache
+copy_test engine-cuda-tests engine cuda cuda_backend
+copy_test engine-gpu-ops engine cuda gpu_ops
+copy_test peft-gpu-train peft cuda gpu_train
 cargo build --release -p bench --features cuda
 cp target/release/bench "$out/bench"
 # Without debug info they fit the run tool's carry limit (64 MiB) with room to spare.

@@ -39,6 +39,32 @@ __device__ __forceinline__ void mma_16816(float* d, const u32* a, const u32* b) 
 #endif
 }
 
+// A warp's 64x32 accumulator: 4x4 m16n8 tiles of 4 registers each (both GEMM paths share it).
+__device__ __forceinline__ void zero_acc(float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+}
+
+// Stores the accumulator: register r of tile (i, j) is (row 16i + 8(r/2), col 8j + r%2) from this lane's
+// (row, col) = (row0 + g, col0 + 2t), as the C fragment table says.
+__device__ __forceinline__ void store_acc(float* c, u32 m, u32 n, i64 c_m, u32 row0, u32 col0,
+                                          const float (&acc)[4][4][4], float alpha, float beta) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      u32 r = row0 + 16 * i, col = col0 + 8 * j;
+      gemm_store(c, m, n, c_m, r, col, acc[i][j][0], alpha, beta);
+      gemm_store(c, m, n, c_m, r, col + 1, acc[i][j][1], alpha, beta);
+      gemm_store(c, m, n, c_m, r + 8, col, acc[i][j][2], alpha, beta);
+      gemm_store(c, m, n, c_m, r + 8, col + 1, acc[i][j][3], alpha, beta);
+    }
+}
+
 template <bool BF16>
 __device__ __forceinline__ void gemm_mma(GEMM_PARAMS(u16)) {
   __shared__ __align__(16) u16 as[BM][LDS];
@@ -51,12 +77,7 @@ __device__ __forceinline__ void gemm_mma(GEMM_PARAMS(u16)) {
   const u32 wrow = (warp >> 2) * 64, wcol = (warp & 3) * 32;
   const u32 row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
   float acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+  zero_acc(acc);
 
   const bool a_k_fast = a_k == 1, b_k_fast = b_k == 1;
   for (u32 k0 = 0; k0 < k; k0 += BK) {
@@ -99,16 +120,7 @@ __device__ __forceinline__ void gemm_mma(GEMM_PARAMS(u16)) {
     }
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      u32 r = row0 + wrow + 16 * i + g, col = col0 + wcol + 8 * j + 2 * t;
-      gemm_store(c, m, n, c_m, r, col, acc[i][j][0], alpha, beta);
-      gemm_store(c, m, n, c_m, r, col + 1, acc[i][j][1], alpha, beta);
-      gemm_store(c, m, n, c_m, r + 8, col, acc[i][j][2], alpha, beta);
-      gemm_store(c, m, n, c_m, r + 8, col + 1, acc[i][j][3], alpha, beta);
-    }
+  store_acc(c, m, n, c_m, row0 + wrow + g, col0 + wcol + 2 * t, acc, alpha, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemm_bf16(GEMM_PARAMS(u16)) {
@@ -251,12 +263,7 @@ __device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
   const u32 wrow = (warp >> 2) * 64, wcol = (warp & 3) * 32;
   const u32 row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
   float acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+  zero_acc(acc);
 
   // The row this lane addresses for ldmatrix, within a stage (bytes), for A's m16 tile i and B's n16 pair
   // p at k half h. A: matrix q = (rows 8(q%2).., k 8(q/2)..). B: matrix q = (cols 8(q/2).., k 8(q%2)..),
@@ -319,16 +326,7 @@ __device__ __forceinline__ void gemm_mma_fast(u16* smem, GEMM_PARAMS(u16)) {
     s = s == STAGES - 1 ? 0 : s + 1;
     s_next = s_next == STAGES - 1 ? 0 : s_next + 1;
   }
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      u32 r = row0 + wrow + 16 * i + g, col = col0 + wcol + 8 * j + 2 * t;
-      gemm_store(c, m, n, c_m, r, col, acc[i][j][0], alpha, beta);
-      gemm_store(c, m, n, c_m, r, col + 1, acc[i][j][1], alpha, beta);
-      gemm_store(c, m, n, c_m, r + 8, col, acc[i][j][2], alpha, beta);
-      gemm_store(c, m, n, c_m, r + 8, col + 1, acc[i][j][3], alpha, beta);
-    }
+  store_acc(c, m, n, c_m, row0 + wrow + g, col0 + wcol + 2 * t, acc, alpha, beta);
 }
 
 // The layout is uniform per launch; one entry per element type keeps the launcher table small.

@@ -3,6 +3,7 @@
 // here, plus the C Philox against Random123's known answers and the Layout struct's byte layout (which
 // the Rust side, kernels::Layout, mirrors). Run by kernels/check.sh; exits non-zero on any mismatch.
 #include "cuda_threads.h"
+#include "checks.h"
 #include <cstddef>
 #include <cstdio>
 #include <vector>
@@ -16,29 +17,6 @@
 #include "../cu/reduce.cu"
 #include "../cu/rope.cu"
 #include "../cu/select.cu"
-
-static int failures = 0;
-
-static void expect(bool ok, const char* what, size_t i, double got, double want) {
-  if (!ok && failures++ < 20) std::printf("MISMATCH %s[%zu]: got %.9g want %.9g\n", what, i, got, want);
-}
-
-static void close(const char* what, const std::vector<float>& got, const std::vector<double>& want, double rel) {
-  for (size_t i = 0; i < got.size(); ++i) {
-    double tol = rel * std::fmax(1.0, std::fabs(want[i]));
-    expect(std::fabs(got[i] - want[i]) <= tol, what, i, got[i], want[i]);
-  }
-}
-
-static std::vector<float> values(size_t n, unsigned seed, float lo, float hi) {
-  std::vector<float> v(n);
-  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
-  for (auto& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = lo + (hi - lo) * (float)((s >> 40) & 0xffffff) / 16777216.0f;
-  }
-  return v;
-}
 
 static void layout_struct() {
   static_assert(sizeof(Layout) == 152, "Layout is 152 bytes");

@@ -2,6 +2,7 @@
 // layer / RMS norm, last-dim reduction, attention masked softmax) executed on the CPU with real threads
 // (cuda_threads.h) against naive references. Run by kernels/check.sh; exits non-zero on any mismatch.
 #include "cuda_threads.h"
+#include "checks.h"
 #include <cstdio>
 
 #include "../cu/attention.cu"
@@ -13,26 +14,6 @@
 #include "../cu/norm.cu"
 #include "../cu/reduce.cu"
 #include "../cu/softmax.cu"
-
-static int failures = 0;
-
-static void close(const char* what, const std::vector<float>& got, const std::vector<double>& want, double rel) {
-  for (size_t i = 0; i < got.size(); ++i) {
-    double tol = rel * std::fmax(1.0, std::fabs(want[i]));
-    if (!(std::fabs(got[i] - want[i]) <= tol) && failures++ < 20)
-      std::printf("MISMATCH %s[%zu]: got %.9g want %.9g\n", what, i, got[i], want[i]);
-  }
-}
-
-static std::vector<float> values(size_t n, unsigned seed, float lo, float hi) {
-  std::vector<float> v(n);
-  uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
-  for (auto& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = lo + (hi - lo) * (float)((s >> 40) & 0xffffff) / 16777216.0f;
-  }
-  return v;
-}
 
 static void gemm() {
   // 130 x 135 x 19, batch 2, every transpose combination, alpha 0.5, beta 2: two tiles each way, a
