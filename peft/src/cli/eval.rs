@@ -38,9 +38,8 @@ pub struct EvalArgs {
     pub load_in_4bit: bool,
     #[command(flatten)]
     pub quant: super::quantize::QuantOptions,
-    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// `bf16`: the matmuls round their operands to bf16 (f32 accumulation), as in a run trained with
     /// `mixed_precision: "bf16"`; `no` (default) computes in f32.
     #[arg(long, value_name = "no|bf16")]
@@ -58,12 +57,8 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         batch_size: Some(args.batch_size),
         max_seq_length: args.max_seq_length,
         load_in_4bit: if args.load_in_4bit { Some(args.quant.config()?) } else { None },
-        device: args.device.as_deref().map(engine::Device::parse).transpose()?,
-        autocast: match args.mixed_precision.as_deref() {
-            None | Some("no") => None,
-            Some("bf16") => Some(engine::DType::BF16),
-            Some(other) => return Err(format!("--mixed-precision {other}: expected no or bf16").into()),
-        },
+        device: args.device.device.as_deref().map(engine::Device::parse).transpose()?,
+        autocast: peft::train::config::mixed_precision_dtype("eval", args.mixed_precision.as_deref())?,
     };
     let report = eval::run(&args.model, args.adapter.as_deref(), &args.data, &options)?;
     for w in &report.warnings {

@@ -1,7 +1,7 @@
 //! `peft forward`: token ids in, the model's main output out (safetensors both ways).
 use super::{check_model_dir, CliResult};
 use engine::io::{save_safetensors, SafeTensors};
-use engine::models::{self, ForwardInput, Model};
+use engine::models::ForwardInput;
 use engine::{DType, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,9 +23,8 @@ pub struct ForwardArgs {
     /// or AdapterHub's.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
-    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 /// An integer tensor of `[batch, seq]` from the input file, if present.
@@ -61,22 +60,7 @@ pub fn run(args: &ForwardArgs) -> CliResult<()> {
     let attention_mask = ids_tensor(&file, "attention_mask", false)?;
     let token_type_ids = ids_tensor(&file, "token_type_ids", false)?;
     let _no_grad = engine::no_grad();
-    let device = args.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)?;
-    let model: Box<dyn Model> = match &args.adapter {
-        Some(dir) => {
-            let (mut m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            peft::method::move_to_device(m.as_mut(), device)?;
-            m
-        }
-        None => {
-            let mut m = models::load(&args.model)?;
-            models::move_to_device(m.as_mut(), device)?;
-            m
-        }
-    };
+    let model = super::load_model_on(&args.model, args.adapter.as_deref(), args.device.device()?)?;
     let input = ForwardInput {
         input_ids: Some(&input_ids),
         attention_mask: attention_mask.as_ref(),

@@ -44,9 +44,8 @@ pub struct GenerateArgs {
     /// Adapter folder to apply to the model (PEFT's, any method, or AdapterHub's).
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
-    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: &GenerateArgs) -> CliResult<()> {
@@ -71,22 +70,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         (None, Some(ids)) => (None, ids.clone()),
         (None, None) => return Err("give --prompt TEXT or --prompt-ids 1,2,3".into()),
     };
-    let device = args.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)?;
-    let model: Box<dyn engine::models::Model> = match &args.adapter {
-        Some(dir) => {
-            let (mut m, warnings) = peft::method::from_pretrained(&args.model, dir)?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            peft::method::move_to_device(m.as_mut(), device)?;
-            m
-        }
-        None => {
-            let mut m = engine::models::load(&args.model)?;
-            engine::models::move_to_device(m.as_mut(), device)?;
-            m
-        }
-    };
+    let model = super::load_model_on(&args.model, args.adapter.as_deref(), args.device.device()?)?;
     let eos = sampling::eos_token_ids(&args.model, model.config())?;
     let new_ids = sampling::generate(model.as_ref(), &prompt_ids, args.max_new_tokens, &eos, &cfg, !args.no_cache)?;
     match tokenizer {

@@ -77,3 +77,42 @@ pub fn check_model_dir(dir: &std::path::Path) -> CliResult<()> {
     }
     Ok(())
 }
+
+/// `--device`, shared by the subcommands that run a model.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArg {
+    /// Run on this device: cpu (default), cuda or cuda:N (CUDA needs a build with `--features cuda`);
+    /// for `train` it replaces the run file's `device`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+}
+
+impl DeviceArg {
+    pub fn device(&self) -> CliResult<engine::Device> {
+        Ok(self.device.as_deref().map_or(Ok(engine::Device::Cpu), engine::Device::parse)?)
+    }
+}
+
+/// The model folder, with the adapter folder applied when given (its load warnings printed), moved to
+/// `device`: what `forward` and `generate` run.
+pub fn load_model_on(
+    model: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    device: engine::Device,
+) -> CliResult<Box<dyn engine::models::Model>> {
+    Ok(match adapter {
+        Some(dir) => {
+            let (mut m, warnings) = peft::method::from_pretrained(model, dir)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            peft::method::move_to_device(m.as_mut(), device)?;
+            m
+        }
+        None => {
+            let mut m = engine::models::load(model)?;
+            engine::models::move_to_device(m.as_mut(), device)?;
+            m
+        }
+    })
+}

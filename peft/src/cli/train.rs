@@ -30,10 +30,8 @@ pub struct TrainArgs {
     pub load_in_4bit: bool,
     #[command(flatten)]
     pub quant: super::quantize::QuantOptions,
-    /// Train on this device: cpu, cuda or cuda:N (replaces the file's `device`; CUDA needs a build
-    /// with `--features cuda`).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
     /// Mixed precision: no or bf16 (matmul operands rounded to bf16, f32 accumulation; replaces
     /// the file's `mixed_precision`).
     #[arg(long, value_name = "no|bf16")]
@@ -61,7 +59,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         } else {
             None
         },
-        device: args.device.clone(),
+        device: args.device.device.clone(),
         mixed_precision: args.mixed_precision.clone(),
     };
     let summary = train::run(&args.config, &overrides)?;

@@ -236,6 +236,21 @@ pub struct TrainConfig {
     pub mixed_precision: Option<String>,
 }
 
+/// The autocast precision a `mixed_precision` value names (`"no"` or absent: none; `"bf16"`); other
+/// values are errors of `op` that say why (`"fp16"` would need loss scaling).
+pub fn mixed_precision_dtype(op: &'static str, value: Option<&str>) -> Result<Option<engine::DType>> {
+    let bad = |detail: String| Err(Error::invalid(op, format!("`mixed_precision`: {detail}")));
+    match value {
+        None | Some("no") => Ok(None),
+        Some("bf16") => Ok(Some(engine::DType::BF16)),
+        Some("fp16") => {
+            bad("\"fp16\" needs loss scaling (small gradients underflow f16), which is not supported; use \"bf16\""
+                .into())
+        }
+        Some(other) => bad(format!("\"{other}\" is not one of \"no\", \"bf16\"")),
+    }
+}
+
 /// The PEFT classifier heads PEFT adds to `modules_to_save` for classification tasks.
 pub const CLASSIFIER_MODULES: [&str; 2] = ["classifier", "score"];
 
@@ -286,16 +301,7 @@ impl TrainConfig {
 
     /// The autocast precision of `mixed_precision`: `None` for `"no"` (or absent), bf16 for `"bf16"`.
     pub fn autocast_dtype(&self) -> Result<Option<engine::DType>> {
-        let bad = |detail: String| Err(Error::invalid("train config", format!("`mixed_precision`: {detail}")));
-        match self.mixed_precision.as_deref() {
-            None | Some("no") => Ok(None),
-            Some("bf16") => Ok(Some(engine::DType::BF16)),
-            Some("fp16") => {
-                bad("\"fp16\" needs loss scaling (small gradients underflow f16), which is not supported; use \"bf16\""
-                    .into())
-            }
-            Some(other) => bad(format!("\"{other}\" is not one of \"no\", \"bf16\"")),
-        }
+        mixed_precision_dtype("train config", self.mixed_precision.as_deref())
     }
 
     /// The 4-bit loading the run asks for (`quantization_config` with `load_in_4bit`), if any.
