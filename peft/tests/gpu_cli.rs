@@ -4,21 +4,12 @@
 //! Without a GPU each test prints why and returns; REQUIRE_GPU=1 makes that a failure.
 #![cfg(feature = "cuda")]
 
+mod gpu_common;
+
 use engine::io::{save_safetensors, SafeTensors};
-use engine::{Device, Tensor};
+use gpu_common::gpu_available;
 use integration_tests::{assert_within, fixtures_dir, input_ids, manifest, TempDir};
 use std::process::{Command, Output};
-
-fn gpu_available() -> bool {
-    match Tensor::zeros(&[1], engine::DType::F32).to_device(Device::Cuda(0)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("REQUIRE_GPU").as_deref() == Ok("1") => panic!("REQUIRE_GPU=1 but: {e}"),
-        Err(e) => {
-            eprintln!("skipped, no GPU: {e}");
-            false
-        }
-    }
-}
 
 fn peft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_peft")).args(args).output().expect("the peft binary runs")

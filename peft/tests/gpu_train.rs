@@ -6,23 +6,14 @@
 //! returns; REQUIRE_GPU=1 makes that a failure.
 #![cfg(feature = "cuda")]
 
-use engine::{Device, Tensor};
+mod gpu_common;
+
+use gpu_common::gpu_available;
 use integration_tests::TempDir;
 use integration_tests::{cls_rows, lm_rows, write_jsonl};
 use peft::train::{self, Overrides};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-fn gpu_available() -> bool {
-    match Tensor::zeros(&[1], engine::DType::F32).to_device(Device::Cuda(0)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("REQUIRE_GPU").as_deref() == Ok("1") => panic!("REQUIRE_GPU=1 but: {e}"),
-        Err(e) => {
-            eprintln!("skipped, no GPU: {e}");
-            false
-        }
-    }
-}
 
 fn fixture_model(name: &str) -> PathBuf {
     integration_tests::fixtures_dir().join("models").join(name)
